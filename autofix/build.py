@@ -1,0 +1,42 @@
+"""From a validated RunConfig to the reference_models objects a run trains."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from reference_models.augment import AugmentConfig, BatchAugment
+from reference_models.backbones import BackboneConfig, build_backbone
+from reference_models.data import ImageDataset, load_dataset
+from reference_models.heads import HeadConfig
+from reference_models.methods import METHODS, SSLMethod, build_method
+
+from .config import RunConfig
+
+
+def load_data(cfg: RunConfig) -> ImageDataset:
+    d = cfg.data
+    return load_dataset(d.name, path=d.path, image_size=d.image_size, seed=d.seed, download=d.download,
+                        val_fraction=d.val_fraction, n_train=d.n_train, n_val=d.n_val)
+
+
+def _subset(cls, obj):
+    """The fields of dataclass `cls` taken from `obj` (a schema that extends it)."""
+    return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})
+
+
+def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
+    backbone = build_backbone(_subset(BackboneConfig, cfg.model), channels, image_size)
+    _, method_cls = METHODS[cfg.method.name]
+    return build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
+                        _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
+
+
+def build_augment(cfg: RunConfig) -> BatchAugment:
+    return BatchAugment(_subset(AugmentConfig, cfg.augment))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

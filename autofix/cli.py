@@ -1,0 +1,57 @@
+"""Command line: `python -m autofix run conf=NAME [hydra overrides]` and friends.
+
+`conf=NAME` picks an experiment file conf/NAME.yaml as Hydra's primary config; every other
+argument goes to Hydra untouched, so --help, --cfg job and --multirun behave as Hydra documents."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+CONF_DIR = Path(os.environ.get("AUTOFIX_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+
+USAGE = """usage: python -m autofix <command> [args]
+
+commands:
+  run conf=NAME [overrides]   train an experiment from conf/NAME.yaml (Hydra overrides, --help, --cfg job, -m)
+
+experiments: {experiments}
+"""
+
+
+def experiments() -> list[str]:
+    return sorted(p.stem for p in CONF_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(experiments=", ".join(experiments())))
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "run":
+            return run_command(rest)
+        raise UserError(f"unknown command {command!r}; valid: run")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run_command(args: list[str]) -> int:
+    from .hydra_app import check_overrides, launch
+
+    names = [a.split("=", 1)[1] for a in args if a.startswith("conf=")]
+    rest = [a for a in args if not a.startswith("conf=")]
+    if not names:
+        raise UserError(f"missing conf=NAME; available experiments: {', '.join(experiments())}")
+    name = names[-1]
+    if name not in experiments():
+        raise UserError(f"unknown experiment conf={name}; available: {', '.join(experiments())}")
+    hydra_flags = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--package", "-p",
+                   "--shell-completion", "-sc"}
+    if not any(a in hydra_flags or a.startswith("--cfg") for a in rest):
+        check_overrides(name, [a for a in rest if not a.startswith("-")])
+    return launch(name, rest)

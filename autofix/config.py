@@ -1,0 +1,207 @@
+"""The run configuration schema: what Hydra composes is merged onto these dataclasses, so unknown
+keys and wrong types fail, and `validate` checks choices and ranges declared as field metadata."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from reference_models.augment import AugmentConfig
+from reference_models.backbones import BackboneConfig
+from reference_models.data import DATASETS
+from reference_models.fields import bounded, choice, pair
+from reference_models.heads import HeadConfig
+from reference_models.methods import METHODS, BYOLConfig, MAEConfig, SimCLRConfig, VICRegConfig
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = choice("digits", DATASETS)
+    path: Optional[str] = None       # folder for cifar10/cifar100/imagefolder
+    download: bool = False           # cifar: fetch the archive when the network allows
+    image_size: int = bounded(32, 8, 1024)
+    val_fraction: float = bounded(0.2, 0.01, 0.9)
+    n_train: Optional[int] = None    # cap the training split (fast CPU runs, tests)
+    n_val: Optional[int] = None
+    seed: int = 0                    # the split and the generated data, not the training seed
+
+
+@dataclass
+class ModelConfig(BackboneConfig):
+    projector: HeadConfig = field(default_factory=HeadConfig)
+    predictor: HeadConfig = field(default_factory=HeadConfig)  # BYOL; its out_dim follows the projector's
+
+
+# Method settings: the reference dataclass plus its name; the schema is picked by method.name.
+@dataclass
+class SimCLRSchema(SimCLRConfig):
+    name: str = "simclr"
+
+
+@dataclass
+class BYOLSchema(BYOLConfig):
+    name: str = "byol"
+
+
+@dataclass
+class VICRegSchema(VICRegConfig):
+    name: str = "vicreg"
+
+
+@dataclass
+class MAESchema(MAEConfig):
+    name: str = "mae"
+
+
+METHOD_SCHEMAS = {"simclr": SimCLRSchema, "byol": BYOLSchema, "vicreg": VICRegSchema, "mae": MAESchema}
+assert set(METHOD_SCHEMAS) == set(METHODS)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = choice("adamw", ("sgd", "adamw", "lars"))
+    lr: float = bounded(1e-3, 0.0)
+    weight_decay: float = bounded(1e-4, 0.0)
+    momentum: float = bounded(0.9, 0.0, 1.0)
+    betas: list = pair([0.9, 0.999])
+    lars_eta: float = bounded(0.02, 0.0)
+    exclude_norm_bias: bool = True       # no weight decay (and no LARS adaptation) on norms and biases
+    predictor_lr_mult: float = bounded(1.0, 0.0)
+    head_lr_mult: float = bounded(1.0, 0.0)
+    schedule: str = choice("cosine", ("cosine", "constant", "linear"))
+    warmup_steps: int = bounded(0, 0)
+    min_lr_ratio: float = bounded(0.0, 0.0, 1.0)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = bounded(300, 1)
+    batch_size: int = bounded(128, 2)
+    accum_steps: int = bounded(1, 1)
+    grad_clip: float = bounded(0.0, 0.0)      # max global grad norm; 0 = off
+    precision: str = choice("fp32", ("fp32", "bf16", "fp16"))   # autocast; fp16 uses a GradScaler
+    channels_last: bool = False
+    device: str = "auto"                      # auto = cuda when present, else cpu
+    threads: int = bounded(0, 0)              # torch CPU threads; 0 = leave torch's default
+    seed: int = 0
+    log_every: int = bounded(10, 1)
+    ckpt_every: int = bounded(100, 0)         # 0 = no periodic checkpoints
+    ckpt_keep: int = bounded(3, 1)
+    resume: Optional[str] = None              # a checkpoint file or a run folder holding checkpoints/
+    progress: bool = True
+    out_dir: Optional[str] = None             # default: Hydra's run folder
+
+
+@dataclass
+class ProbeConfig:
+    every: int = bounded(0, 0)                # kNN every N steps (0 = only at start and end)
+    at_start: bool = True                     # probe the random-init encoder too (the baseline)
+    knn_k: int = bounded(20, 1)
+    knn_temperature: float = bounded(0.07, 1e-4)
+    linear: bool = True                       # logistic-regression probe at the end
+    max_train: int = bounded(10000, 10)       # cap on the feature bank (large datasets)
+    batch_size: int = bounded(512, 1)
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: Optional[str] = None                 # default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str = "autofix"
+    run_name: Optional[str] = None
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: Any = None
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register_schemas() -> None:
+    """Put the schema in Hydra's ConfigStore: experiments start from `_schema` (every key, typed), and
+    each method file from its own `_<method>_schema`, so Hydra itself rejects unknown keys and bad types."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="_schema", node=RunConfig)
+    for name, schema in METHOD_SCHEMAS.items():
+        cs.store(group="method", name=f"_{name}_schema", node=schema)
+
+
+def to_run_config(cfg: DictConfig | dict) -> RunConfig:
+    """Merge a composed config onto the schema and validate it; raise ConfigError (one line) on mistakes."""
+    raw = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
+    raw.pop("hydra", None)
+    method = raw.get("method") or {}
+    name = method.get("name") if isinstance(method, DictConfig) else None
+    if name not in METHOD_SCHEMAS:
+        raise ConfigError(f"method.name: {name!r} is not a method; valid: {', '.join(METHOD_SCHEMAS)}")
+    schema = OmegaConf.structured(RunConfig)
+    schema.method = OmegaConf.structured(METHOD_SCHEMAS[name])
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        run = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_explain_omegaconf(e, schema)) from None
+    validate(run)
+    return run
+
+
+def _explain_omegaconf(e: OmegaConfBaseException, schema) -> str:
+    key = getattr(e, "full_key", None) or "?"
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(schema, parent) if parent else schema
+    msg = str(e).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        valid = ", ".join(node.keys()) if isinstance(node, DictConfig) else ""
+        where = f"under '{parent}'" if parent else "at the top level"
+        return f"unknown config key '{key}'; valid keys {where}: {valid}"
+    return f"{key}: {msg}"
+
+
+def validate(obj, prefix: str = "") -> None:
+    """Check `choices`, `min` and `max` metadata on every dataclass field, recursively."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            validate(value, key + ".")
+            continue
+        meta = f.metadata
+        if meta.get("pair") and (len(value) != 2 or not all(isinstance(x, (int, float)) for x in value)
+                                 or value[0] > value[1]):
+            raise ConfigError(f"{key}: {list(value)!r} must be two numbers [low, high] with low <= high")
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(map(str, meta['choices']))}")
+        if value is None or not isinstance(value, (int, float)):
+            continue
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise ConfigError(f"{key}: {value!r} is out of range; valid: {rng}")
+
+
+def flatten(cfg: RunConfig) -> dict[str, Any]:
+    """Dotted keys -> values, for MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+    walk(dataclasses.asdict(cfg), "")
+    return out

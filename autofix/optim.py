@@ -1,0 +1,82 @@
+"""Optimizers (SGD, AdamW, LARS) and the warm-up + decay learning-rate schedule."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimizerConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and a layer-wise trust ratio (You et al. 2017), as used by SimCLR/BYOL/VICReg.
+    Groups with `lars=False` (norms, biases) get plain SGD with momentum and no weight decay."""
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, eta=0.02):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars=True))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["lars"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = p.norm(), g.norm()
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
+                                        torch.ones_like(w_norm))
+                    g = g.mul(trust)
+                buf = self.state[p].get("momentum_buffer")
+                if buf is None:
+                    buf = self.state[p]["momentum_buffer"] = g.clone()
+                else:
+                    buf.mul_(group["momentum"]).add_(g)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def _is_norm_or_bias(name: str, p: nn.Parameter) -> bool:
+    return p.ndim <= 1 or name.endswith(".bias")
+
+
+def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """One param group per (part of the model) x (decayed or not); each group keeps `lr_mult` so the
+    schedule scales every group by the same factor."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    mult = {"backbone": 1.0, "head": cfg.head_lr_mult, "predictor": cfg.predictor_lr_mult}
+    groups = []
+    for part, params in model.param_groups().items():
+        plain = [p for p in params if cfg.exclude_norm_bias and _is_norm_or_bias(names.get(id(p), ""), p)]
+        plain_ids = {id(p) for p in plain}
+        decayed = [p for p in params if id(p) not in plain_ids]
+        for ps, wd, adapt in ((decayed, cfg.weight_decay, True), (plain, 0.0, False)):
+            if ps:
+                groups.append({"params": ps, "weight_decay": wd, "lr": cfg.lr * mult[part],
+                               "lr_mult": mult[part], "lars": adapt, "part": part})
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    if cfg.name == "lars":
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+    raise ValueError(f"unknown optimizer {cfg.name!r}")
+
+
+def lr_factor(step: int, max_steps: int, cfg: OptimizerConfig) -> float:
+    """Linear warm-up from 0, then cosine (or linear, or constant) decay to min_lr_ratio."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(max_steps - cfg.warmup_steps, 1)
+    t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    decay = 0.5 * (1 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1.0 - t
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
+
+
+def build_scheduler(optimizer, max_steps: int, cfg: OptimizerConfig):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, max_steps, cfg))

@@ -1,0 +1,90 @@
+"""MLflow tracking for one run: params, metrics, tags, artifacts. A disabled tracker does nothing,
+so the trainer never branches on whether tracking is on."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import TrackingConfig
+
+
+def default_uri() -> str:
+    """MLflow's own default since 3.x: a SQLite store in the working folder (artifacts in ./mlruns)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig):
+        self.cfg = cfg
+        self.enabled = cfg.enabled
+        self.uri = cfg.uri or default_uri()
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._client = None
+
+    def start(self, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None,
+              run_id: str | None = None, parent_run_id: str | None = None) -> None:
+        if not self.enabled:
+            return
+        from mlflow.tracking import MlflowClient
+
+        # MLflow's SQL store logs its schema migrations at INFO on first use: noise in a user's terminal.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        self._client = MlflowClient(self.uri)
+        if run_id is None:
+            exp = self._client.get_experiment_by_name(self.cfg.experiment)
+            self.experiment_id = exp.experiment_id if exp else self._client.create_experiment(self.cfg.experiment)
+            all_tags = dict(tags or {})
+            if parent_run_id:
+                all_tags["mlflow.parentRunId"] = parent_run_id
+            run = self._client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+            self.run_id = run.info.run_id
+            self.log_params(params)
+        else:  # resuming: keep writing into the same run
+            self.run_id = run_id
+            self.experiment_id = self._client.get_run(run_id).info.experiment_id
+            self._client.update_run(run_id, status="RUNNING")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.enabled or not params:
+            return
+        from mlflow.entities import Param
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """One batched call per logging step; non-finite values are logged as they are (MLflow keeps NaN)."""
+        if not self.enabled or not metrics:
+            return
+        from mlflow.entities import Metric
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):
+            self._client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            for k, v in tags.items():
+                self._client.set_tag(self.run_id, k, str(v))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.enabled:
+            self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.enabled and self.run_id:
+            self._client.set_terminated(self.run_id, status=status)
+
+    def where(self) -> str:
+        if not self.enabled:
+            return "tracking disabled"
+        return f"run {self.run_id} in {self.uri} (view: mlflow ui --backend-store-uri {self.uri})"

@@ -1,0 +1,245 @@
+"""The training loop: one readable loop with checkpoints, probes, tracking and a hook for monitors."""
+from __future__ import annotations
+
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .build import build_augment, build_model, load_data, pick_device
+from .config import RunConfig, flatten
+from .optim import build_optimizer, build_scheduler
+from .probes import extract_features, knn_accuracy, linear_probe_accuracy
+from .progress import TrainProgress
+from .tracking import Tracker
+
+
+class Hook:
+    """Monitors attach here. The trainer calls these only if hooks are given, so an unused hook costs nothing."""
+
+    def on_start(self, trainer: "Trainer") -> None: ...
+
+    def after_step(self, trainer: "Trainer", out) -> None: ...
+
+    def on_end(self, trainer: "Trainer") -> None: ...
+
+
+class EpochSampler:
+    """Batches of indices drawn without replacement, a fresh permutation each epoch."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
+        self.perm, self.pos = torch.randperm(n, generator=generator), 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.generator), 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], state["pos"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, out_dir: str | Path, hooks: list[Hook] | tuple = (),
+                 config_text: str | None = None):
+        t = cfg.trainer
+        self.cfg, self.out_dir, self.hooks, self.config_text = cfg, Path(out_dir), list(hooks), config_text
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        seed_everything(t.seed)
+        self.device = pick_device(t.device)
+        self.data = load_data(cfg)
+        self.model = build_model(cfg, self.data.channels, self.data.image_size).to(self.device)
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        self.augment = build_augment(cfg)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, t.max_steps, cfg.optimizer)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.train_x = self.data.train_x.to(self.device)
+        self.mean = torch.tensor(self.data.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.data.std, device=self.device).view(1, -1, 1, 1)
+        self.generators = {"data": torch.Generator().manual_seed(t.seed),
+                           "augment": torch.Generator(self.device).manual_seed(t.seed + 1)}
+        self.sampler = EpochSampler(len(self.train_x), t.batch_size, self.generators["data"])
+        self.ring = ckpt.CheckpointRing(self.out_dir / "checkpoints", t.ckpt_keep)
+        self.tracker = Tracker(cfg.tracking)
+        self.step, self.should_stop = 0, False
+        self.history: list[dict[str, float]] = []   # every logged row, for summaries and tests
+        self.probes: dict[str, float] = {}
+        self._resume_run_id = None
+        if t.resume:
+            self.load(ckpt.find_checkpoint(t.resume))
+
+    # ---- the step -------------------------------------------------------------------------------
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def views(self) -> list[torch.Tensor]:
+        with torch.no_grad():
+            x = self.train_x[self.sampler.next().to(self.device)].float().div_(255)
+            return [self.normalize(self.augment(x, self.generators["augment"])) for _ in range(self.model.n_views)]
+
+    def train_step(self):
+        t = self.cfg.trainer
+        progress = self.step / t.max_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
+                    else nullcontext())
+        for _ in range(t.accum_steps):
+            views = self.views()
+            with autocast:
+                out = self.model(views, progress)
+            self.scaler.scale(out.loss / t.accum_steps).backward()
+        grad_norm = None
+        if t.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.model.after_optimizer_step((self.step + 1) / t.max_steps)
+        return out, grad_norm
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        t, p = self.cfg.trainer, self.cfg.probe
+        started = time.perf_counter()
+        self._start_tracking()
+        for hook in self.hooks:
+            hook.on_start(self)
+        if self.step == 0 and p.at_start:
+            self.probes["knn_init"] = self.probe()["probe/knn"]
+            self.log({"probe/knn": self.probes["knn_init"]})
+        window: dict[str, torch.Tensor] = {}
+        window_steps, train_time = 0, 0.0
+        with TrainProgress(t.max_steps, self.step, t.progress) as bar:
+            while self.step < t.max_steps and not self.should_stop:
+                tic = time.perf_counter()
+                out, grad_norm = self.train_step()
+                train_time += time.perf_counter() - tic
+                self.step += 1
+                window_steps += 1
+                for k, v in {"total": out.loss.detach(), **out.terms}.items():
+                    window[k] = window.get(k, 0.0) + v.float()
+                for hook in self.hooks:
+                    hook.after_step(self, out)
+                if self.step % t.log_every == 0 or self.step == t.max_steps:
+                    row = {f"loss/{k}": (v / window_steps).item() for k, v in window.items()}
+                    row["train/lr"] = self.optimizer.param_groups[0]["lr"]
+                    row["train/throughput"] = window_steps * t.batch_size * t.accum_steps / max(train_time, 1e-9)
+                    if grad_norm is not None:
+                        row["train/grad_norm"] = float(grad_norm)
+                    self.log(row)
+                    bar.update(self.step, row["loss/total"], row["train/throughput"])
+                    window, window_steps, train_time = {}, 0, 0.0
+                else:
+                    bar.update(self.step)
+                if p.every and self.step % p.every == 0 and self.step < t.max_steps:
+                    self.log(self.probe())
+                if t.ckpt_every and self.step % t.ckpt_every == 0:
+                    self.save()
+        final = self.probe(linear=p.linear)
+        self.log(final)
+        self.probes.update({k.split("/")[1]: v for k, v in final.items()})
+        self.save()
+        for hook in self.hooks:
+            hook.on_end(self)
+        self.tracker.end()
+        return self.summary(time.perf_counter() - started)
+
+    def log(self, row: dict[str, float]) -> None:
+        self.history.append({"step": self.step, **row})
+        self.tracker.log_metrics(row, self.step)
+
+    # ---- probes ---------------------------------------------------------------------------------
+    def probe(self, linear: bool = False) -> dict[str, float]:
+        p = self.cfg.probe
+        was_training = self.model.training
+        self.model.eval()
+        bank_x, bank_y = self.data.train_x[:p.max_train], self.data.train_y[:p.max_train]
+        encode = self.model.encode
+        bank = extract_features(encode, bank_x.to(self.device), self.normalize, p.batch_size)
+        query = extract_features(encode, self.data.val_x.to(self.device), self.normalize, p.batch_size)
+        bank_y, val_y = bank_y.to(self.device), self.data.val_y.to(self.device)
+        out = {"probe/knn": knn_accuracy(bank, bank_y, query, val_y, p.knn_k, p.knn_temperature,
+                                         self.data.num_classes)}
+        if linear:
+            out["probe/linear"] = linear_probe_accuracy(bank, bank_y, query, val_y, seed=self.cfg.trainer.seed)
+        self.model.train(was_training)
+        return out
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": ckpt.rng_state(self.generators),
+            "mlflow_run_id": self.tracker.run_id or "",
+        }
+
+    def save(self) -> Path:
+        return self.ring.save(self.step, self.state_dict())
+
+    def load(self, path: Path, strict: bool = True) -> None:
+        state = ckpt.load(path)  # on the CPU; load_state_dict moves tensors to the model's device
+        self.model.load_state_dict(state["model"], strict=strict)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        ckpt.set_rng_state(state["rng"], self.generators)
+        self.step = int(state["step"])
+        self._resume_run_id = state.get("mlflow_run_id") or None
+
+    # ---- tracking and summary -------------------------------------------------------------------
+    def _start_tracking(self) -> None:
+        c = self.cfg
+        run_name = c.tracking.run_name or f"{c.name}-{c.method.name}-{c.data.name}"
+        tags = {"autofix.method": c.method.name, "autofix.data": c.data.name, "autofix.out_dir": str(self.out_dir)}
+        resume_id = self._resume_run_id if self._resume_run_id and self._run_exists(self._resume_run_id) else None
+        self.tracker.start(run_name, flatten(c), tags, run_id=resume_id)
+        if self.config_text and resume_id is None:
+            self.tracker.log_text(self.config_text, "config.yaml")
+
+    def _run_exists(self, run_id: str) -> bool:
+        if not self.tracker.enabled:
+            return False
+        from mlflow.tracking import MlflowClient
+        try:
+            MlflowClient(self.tracker.uri).get_run(run_id)
+            return True
+        except Exception:  # a checkpoint moved to another store: start a fresh run instead
+            return False
+
+    def summary(self, wall_s: float) -> dict:
+        last = next((r for r in reversed(self.history) if "loss/total" in r), {})
+        return {
+            "name": self.cfg.name, "method": self.cfg.method.name, "data": self.cfg.data.name,
+            "steps": self.step, "wall_s": round(wall_s, 1),
+            "loss_terms": {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("loss/")},
+            "knn": self.probes.get("knn"), "knn_init": self.probes.get("knn_init"),
+            "linear": self.probes.get("linear"), "checkpoints": str(self.ring.folder),
+            "mlflow": self.tracker.where(), "run_id": self.tracker.run_id,
+        }

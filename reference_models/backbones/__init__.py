@@ -1,0 +1,49 @@
+"""Backbones: a tiny convnet for CPUs, a CIFAR ResNet-18 and a small ViT, built from one config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..fields import bounded, choice
+from ..layers import ACTIVATIONS, INITS, NORMS
+
+from .convnet import TinyConvNet
+from .resnet import CifarResNet
+from .vit import VisionTransformer
+
+BACKBONES = ("tiny_convnet", "resnet18", "vit")
+
+
+@dataclass
+class BackboneConfig:
+    backbone: str = choice("tiny_convnet", BACKBONES)
+    width: int = bounded(32, 1)            # base channels (CNNs) or embedding dim (ViT)
+    depth: int = bounded(1, 1, 64)         # blocks per stage (CNNs) or transformer blocks (ViT)
+    norm: str = choice("batch", NORMS)
+    activation: str = choice("relu", ACTIVATIONS)
+    init: str = choice("kaiming", INITS)
+    dropout: float = bounded(0.0, 0.0, 0.95)    # on the pooled feature (CNNs) / in MLP blocks (ViT)
+    drop_path: float = bounded(0.0, 0.0, 0.95)  # stochastic depth on residual branches
+    residual: bool = True
+    patch_size: int = bounded(4, 1)        # ViT only
+    heads: int = bounded(4, 1)             # ViT only
+    mlp_ratio: float = bounded(4.0, 0.25)  # ViT only
+
+
+def build_backbone(cfg: BackboneConfig, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """Every backbone returns pooled features of size `.out_dim` from forward(x)."""
+    if cfg.backbone == "tiny_convnet":
+        return TinyConvNet(in_channels, cfg.width, cfg.depth, cfg.norm, cfg.activation, cfg.init,
+                           cfg.dropout, cfg.drop_path, cfg.residual)
+    if cfg.backbone == "resnet18":
+        return CifarResNet(in_channels, cfg.width, cfg.depth, cfg.norm, cfg.activation, cfg.init,
+                           cfg.dropout, cfg.drop_path, cfg.residual)
+    if cfg.backbone == "vit":
+        return VisionTransformer(in_channels, image_size, cfg.patch_size, cfg.width, cfg.depth, cfg.heads,
+                                 cfg.mlp_ratio, cfg.norm, cfg.activation, cfg.init, cfg.dropout,
+                                 cfg.drop_path, cfg.residual)
+    raise ValueError(f"unknown backbone {cfg.backbone!r}; valid: {', '.join(BACKBONES)}")
+
+
+__all__ = ["BACKBONES", "BackboneConfig", "build_backbone", "TinyConvNet", "CifarResNet", "VisionTransformer"]

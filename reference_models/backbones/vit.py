@@ -1,0 +1,75 @@
+"""A small Vision Transformer (Dosovitskiy et al. 2021) with pre-norm blocks, a class token and fixed
+sin-cos positions; `forward_tokens` accepts a subset of patches so MAE can encode visible ones only."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import DropPath, activation, init_weights, norm1d, sincos_pos_embed
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual):
+        super().__init__()
+        self.norm1 = norm1d(norm if norm != "batch" else "layer", dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = norm1d(norm if norm != "batch" else "layer", dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), activation(act), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+        self.heads = heads
+        self.residual = residual
+        self.drop_path = DropPath(drop_path)
+
+    def attention(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, x):
+        if self.residual:
+            x = x + self.drop_path(self.attention(self.norm1(x)))
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.mlp(self.norm2(self.attention(self.norm1(x))))
+
+
+class VisionTransformer(nn.Module):
+    """BatchNorm makes no sense over tokens: norm='batch' falls back to LayerNorm here."""
+
+    def __init__(self, in_channels=3, image_size=32, patch_size=4, dim=192, depth=6, heads=3, mlp_ratio=4.0,
+                 norm="layer", act="gelu", init="default", dropout=0.0, drop_path=0.0, residual=True):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
+        if dim % heads or dim % 4:
+            raise ValueError(f"ViT width {dim} must be divisible by heads ({heads}) and by 4")
+        self.patch_size = patch_size
+        self.grid = image_size // patch_size
+        self.num_patches = self.grid ** 2
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.register_buffer("pos_embed", sincos_pos_embed(self.grid, dim)[None], persistent=False)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual)
+                                    for _ in range(max(depth, 1)))
+        self.norm = norm1d(norm if norm != "batch" else "layer", dim)
+        self.out_dim = dim
+        nn.init.normal_(self.cls_token, std=0.02)
+        init_weights(self, init if init != "default" else "xavier", act)
+
+    def patchify_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> patch tokens with positions added (B, N, D)."""
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the class token plus the given (already positioned) patch tokens through the blocks."""
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Mean of patch tokens as the pooled feature: for MAE it probes better than the untrained class token.
+        return self.forward_tokens(self.patchify_embed(x))[:, 1:].mean(dim=1)

@@ -1,0 +1,113 @@
+"""Small factories for the knobs the catalog's fixes turn: norm layer, activation, init."""
+from __future__ import annotations
+
+
+import torch
+from torch import nn
+
+NORMS = ("batch", "layer", "group", "none")
+ACTIVATIONS = ("relu", "gelu", "leaky_relu", "tanh", "sigmoid", "silu", "elu")
+INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
+
+
+def activation(name: str) -> nn.Module:
+    table = {
+        "relu": nn.ReLU, "gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.01),
+        "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "elu": nn.ELU,
+    }
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+    return table[name]()
+
+
+def norm2d(name: str, channels: int) -> nn.Module:
+    """Norm for conv feature maps. 'layer' normalises over C,H,W (GroupNorm with one group)."""
+    if name == "batch":
+        return nn.BatchNorm2d(channels)
+    if name == "layer":
+        return nn.GroupNorm(1, channels)
+    if name == "group":
+        return nn.GroupNorm(_groups(channels), channels)
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {name!r}; valid: {', '.join(NORMS)}")
+
+
+def norm1d(name: str, features: int) -> nn.Module:
+    """Norm for vectors (heads, transformer tokens)."""
+    if name == "batch":
+        return nn.BatchNorm1d(features)
+    if name == "layer":
+        return nn.LayerNorm(features)
+    if name == "group":
+        return nn.GroupNorm(_groups(features), features)
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {name!r}; valid: {', '.join(NORMS)}")
+
+
+def _groups(channels: int) -> int:
+    # 32 groups as in Wu & He (2018) where the width allows, else the largest divisor <= 32.
+    for g in range(min(32, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def init_weights(module: nn.Module, scheme: str, nonlinearity: str = "relu") -> None:
+    """Re-initialise conv and linear weights in place; 'default' keeps PyTorch's own init."""
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; valid: {', '.join(INITS)}")
+    if scheme == "default":
+        return
+    gain_name = nonlinearity if nonlinearity in ("relu", "leaky_relu", "tanh", "sigmoid") else "relu"
+    for m in module.modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        if scheme == "kaiming":
+            nn.init.kaiming_normal_(m.weight, mode="fan_out" if isinstance(m, nn.Conv2d) else "fan_in",
+                                    nonlinearity=gain_name)
+        elif scheme == "xavier":
+            nn.init.xavier_uniform_(m.weight, gain=nn.init.calculate_gain(gain_name))
+        elif scheme == "orthogonal":
+            nn.init.orthogonal_(m.weight, gain=nn.init.calculate_gain(gain_name))
+        elif scheme == "normal":
+            nn.init.normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per sample (Huang et al. 2016)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+def sincos_pos_embed(n_side: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (n_side*n_side, dim), as used by MAE."""
+    assert dim % 4 == 0, "embedding dim must be divisible by 4 for 2-D sin-cos positions"
+    coords = torch.arange(n_side, dtype=torch.float32)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    omega = 1.0 / (10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim / 4)))
+    parts = []
+    for grid in (xx.flatten(), yy.flatten()):
+        angles = grid[:, None] * omega[None, :]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["NORMS", "ACTIVATIONS", "INITS", "activation", "norm1d", "norm2d", "init_weights",
+           "DropPath", "sincos_pos_embed", "count_params"]

@@ -1,0 +1,69 @@
+"""SSL losses as pure functions of tensors: no state, no modules, testable on hand-made inputs."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """NT-Xent / InfoNCE of SimCLR (Chen et al. 2020). Each of the 2N views has its twin as the positive
+    and the other 2N-2 views as negatives; cosine similarities divided by the temperature."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = z1.shape[0]
+    logits = z @ z.T / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, targets)
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's regression loss 2 - 2 cos(p, z), averaged over the batch. The caller decides whether z
+    carries gradient (stop-gradient is a config knob, not hidden in here)."""
+    return (2 - 2 * F.cosine_similarity(p, z, dim=-1)).mean()
+
+
+def variance_term(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """Hinge on the per-dimension std: mean(relu(gamma - sqrt(var + eps))). Zero when every std >= gamma."""
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance_term(z: torch.Tensor) -> torch.Tensor:
+    """Sum of squared off-diagonal covariances divided by the dimension (VICReg)."""
+    n, d = z.shape
+    zc = z - z.mean(dim=0)
+    cov = zc.T @ zc / (n - 1)
+    off = cov - torch.diag(torch.diagonal(cov))
+    return off.pow(2).sum() / d
+
+
+def vicreg(z1: torch.Tensor, z2: torch.Tensor, inv_weight: float = 25.0, var_weight: float = 25.0,
+           cov_weight: float = 1.0, gamma: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """VICReg (Bardes et al. 2022): invariance (MSE between views), variance (std hinge per branch),
+    covariance (decorrelation per branch). Returns the weighted total and the unweighted terms."""
+    inv = F.mse_loss(z1, z2)
+    var = (variance_term(z1, gamma) + variance_term(z2, gamma)) / 2
+    cov = covariance_term(z1) + covariance_term(z2)
+    total = inv_weight * inv + var_weight * var + cov_weight * cov
+    return total, {"invariance": inv, "variance": var, "covariance": cov}
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, patch_size**2 * C), patches in row-major order."""
+    b, c, h, w = images.shape
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def masked_reconstruction(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                          norm_pix: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """MAE loss (He et al. 2022): per-patch MSE averaged over masked patches only (mask = 1 where
+    masked). With norm_pix each target patch is standardised by its own mean and variance.
+    A mask with no masked patch gives 0/0 = NaN on purpose: such a run has nothing to learn."""
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + eps).sqrt()
+    per_patch = (pred - target).pow(2).mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum()

@@ -1,0 +1,44 @@
+"""What every method gives the trainer: a loss from a list of views, features for probes, and
+parameter groups (so optimizers can treat heads and predictors apart)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MethodOutput:
+    loss: torch.Tensor                       # the scalar to minimise
+    terms: dict[str, torch.Tensor]           # named (unweighted) loss terms, for logging
+    embeddings: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # per view, for monitors
+
+
+class SSLMethod(nn.Module):
+    n_views: int = 2
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, views: list[torch.Tensor], progress: float) -> MethodOutput:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: float) -> None:
+        """Hook for momentum targets; `progress` is step / max_steps in [0, 1]."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen-feature view used by probes: the backbone's pooled output."""
+        return self.backbone(x)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups: dict[str, list[nn.Parameter]] = {"backbone": list(self.backbone.parameters())}
+        seen = {id(p) for p in groups["backbone"]}
+        for name in ("predictor",):
+            if hasattr(self, name):
+                groups[name] = [p for p in getattr(self, name).parameters() if id(p) not in seen]
+                seen |= {id(p) for p in groups[name]}
+        groups["head"] = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        return {k: v for k, v in groups.items() if v}

@@ -1,0 +1,29 @@
+"""SimCLR (Chen et al. 2020): two views, a projector, NT-Xent over the batch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..fields import bounded
+from ..heads import HeadConfig, mlp
+from ..losses import nt_xent
+from .base import MethodOutput, SSLMethod
+
+
+@dataclass
+class SimCLRConfig:
+    temperature: float = bounded(0.2, 1e-4, 100.0)
+
+
+class SimCLR(SSLMethod):
+    def __init__(self, backbone: nn.Module, cfg: SimCLRConfig, projector: HeadConfig, predictor: HeadConfig | None = None):
+        super().__init__(backbone)
+        self.cfg = cfg
+        self.projector = mlp(backbone.out_dim, projector)
+
+    def forward(self, views, progress):
+        h1, h2 = (self.backbone(v) for v in views)
+        z1, z2 = self.projector(h1), self.projector(h2)
+        loss = nt_xent(z1, z2, self.cfg.temperature)
+        return MethodOutput(loss, {"nt_xent": loss.detach()}, {"encoder": (h1, h2), "projector": (z1, z2)})

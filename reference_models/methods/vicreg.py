@@ -1,0 +1,38 @@
+"""VICReg (Bardes et al. 2022): invariance, variance and covariance terms on an expander's output."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from ..fields import bounded
+from ..heads import HeadConfig, mlp
+from ..losses import vicreg
+from .base import MethodOutput, SSLMethod
+
+
+@dataclass
+class VICRegConfig:
+    inv_weight: float = bounded(25.0, 0.0)
+    var_weight: float = bounded(25.0, 0.0)
+    cov_weight: float = bounded(1.0, 0.0)
+    gamma: float = bounded(1.0, 0.0)   # target std of each dimension
+    normalize: bool = False      # l2-normalise embeddings before the loss (a catalog suggestion, off in the paper)
+
+
+class VICReg(SSLMethod):
+    def __init__(self, backbone: nn.Module, cfg: VICRegConfig, projector: HeadConfig, predictor: HeadConfig | None = None):
+        super().__init__(backbone)
+        self.cfg = cfg
+        self.projector = mlp(backbone.out_dim, projector)
+
+    def forward(self, views, progress):
+        h1, h2 = (self.backbone(v) for v in views)
+        z1, z2 = self.projector(h1), self.projector(h2)
+        if self.cfg.normalize:
+            z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+        c = self.cfg
+        loss, terms = vicreg(z1, z2, c.inv_weight, c.var_weight, c.cov_weight, c.gamma)
+        return MethodOutput(loss, {k: v.detach() for k, v in terms.items()},
+                            {"encoder": (h1, h2), "projector": (z1, z2)})
