@@ -40,6 +40,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# Hydra's flags that take a value: that value is not an override.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def overrides_only(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in _VALUE_FLAGS:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
+
+
 def run_command(args: list[str]) -> int:
     from .hydra_app import check_overrides, launch
 
@@ -50,8 +67,7 @@ def run_command(args: list[str]) -> int:
     name = names[-1]
     if name not in experiments():
         raise UserError(f"unknown experiment conf={name}; available: {', '.join(experiments())}")
-    hydra_flags = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--package", "-p",
-                   "--shell-completion", "-sc"}
-    if not any(a in hydra_flags or a.startswith("--cfg") for a in rest):
-        check_overrides(name, [a for a in rest if not a.startswith("-")])
+    help_flags = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+    if not help_flags.intersection(rest):
+        check_overrides(name, overrides_only(rest), multirun=bool({"-m", "--multirun"} & set(rest)))
     return launch(name, rest)

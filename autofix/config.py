@@ -10,9 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from reference_models.augment import AugmentConfig
+from reference_models.augment import check_config as check_augment
 from reference_models.backbones import BackboneConfig
 from reference_models.data import DATASETS
-from reference_models.fields import bounded, choice, pair
+from reference_models.fields import FieldError, bounded, choice, pair
+from reference_models.fields import validate as validate_fields
 from reference_models.heads import HeadConfig
 from reference_models.methods import METHODS, BYOLConfig, MAEConfig, SimCLRConfig, VICRegConfig
 
@@ -154,43 +156,36 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
         merged = OmegaConf.merge(schema, raw)
         run = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
-        raise ConfigError(_explain_omegaconf(e, schema)) from None
+        raise ConfigError(explain_config_error(e, schema) or str(e).splitlines()[0]) from None
     validate(run)
     return run
 
 
-def _explain_omegaconf(e: OmegaConfBaseException, schema) -> str:
-    key = getattr(e, "full_key", None) or "?"
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(schema, parent) if parent else schema
-    msg = str(e).splitlines()[0]
-    if "not in struct" in msg or "Key '" in msg and "not" in msg:
-        valid = ", ".join(node.keys()) if isinstance(node, DictConfig) else ""
+def explain_config_error(exc: BaseException, root) -> str | None:
+    """One line for the first OmegaConf error in `exc`'s chain that names a key: an unknown key (listing
+    the valid keys beside it in `root`) or a bad value. None when no error in the chain names a key."""
+    e: BaseException | None = exc
+    while e is not None and not getattr(e, "full_key", None):
+        e = e.__cause__ or e.__context__
+    if e is None:
+        return None
+    key = e.full_key
+    first = str(e).strip().splitlines()[0]
+    if "not in" in first or "Missing key" in first:
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(root, parent) if parent else root
+        valid = ", ".join(k for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else "-"
         where = f"under '{parent}'" if parent else "at the top level"
         return f"unknown config key '{key}'; valid keys {where}: {valid}"
-    return f"{key}: {msg}"
+    return f"{key}: {first}"
 
 
-def validate(obj, prefix: str = "") -> None:
-    """Check `choices`, `min` and `max` metadata on every dataclass field, recursively."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            validate(value, key + ".")
-            continue
-        meta = f.metadata
-        if meta.get("pair") and (len(value) != 2 or not all(isinstance(x, (int, float)) for x in value)
-                                 or value[0] > value[1]):
-            raise ConfigError(f"{key}: {list(value)!r} must be two numbers [low, high] with low <= high")
-        if "choices" in meta and value not in meta["choices"]:
-            raise ConfigError(f"{key}: {value!r} is not valid; choose one of {', '.join(map(str, meta['choices']))}")
-        if value is None or not isinstance(value, (int, float)):
-            continue
-        lo, hi = meta.get("min"), meta.get("max")
-        if lo is not None and value < lo or hi is not None and value > hi:
-            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise ConfigError(f"{key}: {value!r} is out of range; valid: {rng}")
+def validate(run: RunConfig) -> None:
+    try:
+        validate_fields(run)
+        check_augment(run.augment, "augment.")
+    except FieldError as e:
+        raise ConfigError(str(e)) from None
 
 
 def flatten(cfg: RunConfig) -> dict[str, Any]:

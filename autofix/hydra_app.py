@@ -7,7 +7,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from .cli import CONF_DIR
-from .config import register_schemas, to_run_config
+from .config import explain_config_error, register_schemas, to_run_config
 from .errors import ConfigError, UserError
 
 HYDRA_VERSION = "1.3"
@@ -33,14 +33,15 @@ def compose(name: str, overrides: list[str]) -> DictConfig:
         return hydra_compose(name, overrides=overrides)
 
 
-def check_overrides(name: str, overrides: list[str]) -> None:
+def check_overrides(name: str, overrides: list[str], multirun: bool = False) -> None:
     """Compose the experiment with the user's overrides and validate it; raise ConfigError (one line)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        overrides = [_first_of_sweep(o) for o in overrides]
+        if multirun:
+            overrides = [_first_of_sweep(o) for o in overrides]
         cfg = compose(name, overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain(e, name)) from None
@@ -54,20 +55,12 @@ def explain(e: Exception, name: str) -> str:
     if isinstance(e, MissingConfigException) and getattr(e, "options", None) is not None:
         group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
         wanted = (e.missing_cfg_file or "").rsplit("/", 1)[-1]
-        return f"unknown {group} '{wanted}'; valid: {', '.join(sorted(e.options))}"
-    cause = e
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
-    key = getattr(cause, "full_key", None)
-    text = " ".join(str(cause).split())
-    if key and ("not in struct" in text or "Missing key" in text):
-        parent = key.rpartition(".")[0]
-        base = compose(name, [])
-        node = OmegaConf.select(base, parent) if parent else base
-        valid = ", ".join(k for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else "-"
-        where = f"under '{parent}'" if parent else "at the top level"
-        return f"unknown config key '{key}'; valid keys {where}: {valid}"
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        options = sorted(o for o in e.options if not o.startswith("_"))
+        return f"unknown {group} '{wanted}'; valid: {', '.join(options)}"
+    line = explain_config_error(e, compose(name, [])) or str(e).strip().splitlines()[0]
+    if line.startswith("Ambiguous value"):
+        line += " (to sweep over the values add --multirun; for a list write key=[a,b])"
+    return line
 
 
 def task(cfg: DictConfig) -> None:

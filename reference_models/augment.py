@@ -26,7 +26,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "BatchAugment", "identity_config"]
+from .fields import FieldError, bounded, pair, validate
+
+__all__ = ["AugmentConfig", "BatchAugment", "check_config", "identity_config"]
 
 # ITU-R BT.601 luma weights.
 _LUMA = (0.299, 0.587, 0.114)
@@ -48,20 +50,20 @@ _N_UNIFORMS = 14
 
 @dataclass
 class AugmentConfig:
-    crop_scale: tuple[float, float] = (0.2, 1.0)  # random resized crop area fraction
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio range (log-uniform)
-    flip_p: float = 0.5  # horizontal flip
-    jitter_p: float = 0.8  # probability colour jitter is applied
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    gray_p: float = 0.2
-    blur_p: float = 0.0
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel: int = 3  # odd; sigma is drawn per sample
-    solarize_p: float = 0.0
-    solarize_threshold: float = 0.5
+    crop_scale: tuple[float, float] = pair((0.2, 1.0))  # random resized crop area fraction
+    crop_ratio: tuple[float, float] = pair((3 / 4, 4 / 3))  # aspect ratio range (log-uniform)
+    flip_p: float = bounded(0.5, 0.0, 1.0)  # horizontal flip
+    jitter_p: float = bounded(0.8, 0.0, 1.0)  # probability colour jitter is applied
+    brightness: float = bounded(0.4, 0.0)
+    contrast: float = bounded(0.4, 0.0)
+    saturation: float = bounded(0.4, 0.0)
+    hue: float = bounded(0.1, 0.0, 0.5)  # a fraction of the hue circle
+    gray_p: float = bounded(0.2, 0.0, 1.0)
+    blur_p: float = bounded(0.0, 0.0, 1.0)
+    blur_sigma: tuple[float, float] = pair((0.1, 2.0))
+    blur_kernel: int = bounded(3, 1, 31)  # odd; sigma is drawn per sample
+    solarize_p: float = bounded(0.0, 0.0, 1.0)
+    solarize_threshold: float = bounded(0.5, 0.0, 1.0)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
@@ -113,7 +115,7 @@ class BatchAugment(torch.nn.Module):
 
     def __init__(self, cfg: AugmentConfig):
         super().__init__()
-        _validate(cfg)
+        check_config(cfg)
         self.cfg = cfg
         lo, hi = cfg.crop_scale
         rlo, rhi = cfg.crop_ratio
@@ -312,24 +314,11 @@ def _spare_for(y: torch.Tensor, spare: list) -> torch.Tensor:
     return spare[0]
 
 
-def _validate(cfg: AugmentConfig) -> None:
-    lo, hi = cfg.crop_scale
-    if not (0 < lo <= hi):
-        raise ValueError(f"crop_scale must satisfy 0 < lo <= hi, got {cfg.crop_scale}")
-    rlo, rhi = cfg.crop_ratio
-    if not (0 < rlo <= rhi):
-        raise ValueError(f"crop_ratio must satisfy 0 < lo <= hi, got {cfg.crop_ratio}")
-    for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
-        p = getattr(cfg, name)
-        if not (0.0 <= p <= 1.0):
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
-    for name in ("brightness", "contrast", "saturation", "hue"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.hue > 0.5:
-        raise ValueError(f"hue must be <= 0.5 (a fraction of the hue circle), got {cfg.hue}")
-    if cfg.blur_kernel < 1 or cfg.blur_kernel % 2 == 0:
-        raise ValueError(f"blur_kernel must be a positive odd integer, got {cfg.blur_kernel}")
-    slo, shi = cfg.blur_sigma
-    if not (0 < slo <= shi):
-        raise ValueError(f"blur_sigma must satisfy 0 < lo <= hi, got {cfg.blur_sigma}")
+def check_config(cfg: AugmentConfig, prefix: str = "") -> None:
+    """Raise FieldError (a ValueError) naming the first invalid setting."""
+    validate(cfg, prefix)  # ranges declared on the fields
+    for name in ("crop_scale", "crop_ratio", "blur_sigma"):
+        if getattr(cfg, name)[0] <= 0:
+            raise FieldError(f"{prefix}{name}: the lower end must be positive, got {list(getattr(cfg, name))}")
+    if cfg.blur_kernel % 2 == 0:
+        raise FieldError(f"{prefix}blur_kernel must be a positive odd integer, got {cfg.blur_kernel}")

