@@ -29,24 +29,29 @@ class Hook:
 
 
 class EpochSampler:
-    """Batches of indices drawn without replacement, a fresh permutation each epoch."""
+    """Batches of indices drawn without replacement, a fresh permutation each epoch. The permutation
+    is drawn on the CPU (a reproducible generator) and kept on the data's device, so taking a batch
+    costs no host-to-device copy."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
-        self.n, self.batch_size, self.generator = n, min(batch_size, n), generator
-        self.perm, self.pos = torch.randperm(n, generator=generator), 0
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, device: torch.device):
+        self.n, self.batch_size, self.generator, self.device = n, min(batch_size, n), generator, device
+        self.perm, self.pos = self._shuffle(), 0
+
+    def _shuffle(self) -> torch.Tensor:
+        return torch.randperm(self.n, generator=self.generator).to(self.device)
 
     def next(self) -> torch.Tensor:
         if self.pos + self.batch_size > self.n:
-            self.perm, self.pos = torch.randperm(self.n, generator=self.generator), 0
+            self.perm, self.pos = self._shuffle(), 0
         idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
 
     def state_dict(self) -> dict:
-        return {"perm": self.perm, "pos": self.pos}
+        return {"perm": self.perm.cpu(), "pos": self.pos}
 
     def load_state_dict(self, state: dict) -> None:
-        self.perm, self.pos = state["perm"], state["pos"]
+        self.perm, self.pos = state["perm"].to(self.device), state["pos"]
 
 
 def seed_everything(seed: int) -> None:
@@ -78,7 +83,7 @@ class Trainer:
         self.std = torch.tensor(self.data.std, device=self.device).view(1, -1, 1, 1)
         self.generators = {"data": torch.Generator().manual_seed(t.seed),
                            "augment": torch.Generator(self.device).manual_seed(t.seed + 1)}
-        self.sampler = EpochSampler(len(self.train_x), t.batch_size, self.generators["data"])
+        self.sampler = EpochSampler(len(self.train_x), t.batch_size, self.generators["data"], self.device)
         self.ring = ckpt.CheckpointRing(self.out_dir / "checkpoints", t.ckpt_keep)
         self.tracker = Tracker(cfg.tracking)
         self.step, self.should_stop = 0, False
@@ -94,7 +99,7 @@ class Trainer:
 
     def views(self) -> list[torch.Tensor]:
         with torch.no_grad():
-            x = self.train_x[self.sampler.next().to(self.device)].float().div_(255)
+            x = self.train_x[self.sampler.next()].float().div_(255)
             return [self.normalize(self.augment(x, self.generators["augment"])) for _ in range(self.model.n_views)]
 
     def train_step(self):
@@ -120,14 +125,26 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict:
-        t, p = self.cfg.trainer, self.cfg.probe
+        """Probe the starting point, train to max_steps, probe and checkpoint the end; return a summary."""
         started = time.perf_counter()
         self._start_tracking()
         for hook in self.hooks:
             hook.on_start(self)
-        if self.step == 0 and p.at_start:
+        if self.step == 0 and self.cfg.probe.at_start:
             self.probes["knn_init"] = self.probe()["probe/knn"]
             self.log({"probe/knn": self.probes["knn_init"]})
+        self.train_loop()
+        final = self.probe(linear=self.cfg.probe.linear)
+        self.log(final)
+        self.probes.update({k.split("/")[1]: v for k, v in final.items()})
+        self.save()
+        for hook in self.hooks:
+            hook.on_end(self)
+        self.tracker.end()
+        return self.summary(time.perf_counter() - started)
+
+    def train_loop(self) -> None:
+        t, p = self.cfg.trainer, self.cfg.probe
         window: dict[str, torch.Tensor] = {}
         window_steps, train_time = 0, 0.0
         with TrainProgress(t.max_steps, self.step, t.progress) as bar:
@@ -156,14 +173,6 @@ class Trainer:
                     self.log(self.probe())
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
                     self.save()
-        final = self.probe(linear=p.linear)
-        self.log(final)
-        self.probes.update({k.split("/")[1]: v for k, v in final.items()})
-        self.save()
-        for hook in self.hooks:
-            hook.on_end(self)
-        self.tracker.end()
-        return self.summary(time.perf_counter() - started)
 
     def log(self, row: dict[str, float]) -> None:
         self.history.append({"step": self.step, **row})

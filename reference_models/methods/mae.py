@@ -66,7 +66,7 @@ class MAE(SSLMethod):
         latent = vit.forward_tokens(visible)
         x = self.decoder_embed(latent[:, 1:])
         # Put visible tokens back at their positions; every other position gets the mask token.
-        full = self.mask_token.expand(b, n, -1).clone()
+        full = self.mask_token.to(x.dtype).expand(b, n, -1).clone()  # x is bf16/fp16 under autocast
         full.scatter_(1, keep[..., None].expand(-1, -1, x.shape[-1]), x)
         full = full + self.decoder_pos
         full = torch.cat([self.decoder_embed(latent[:, :1]), full], dim=1)
