@@ -50,8 +50,9 @@ def print_summary(summary: dict) -> None:
     table = Table(title=f"autofix run: {summary['name']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    for k in ("method", "data", "steps", "wall_s"):
-        table.add_row(k, _fmt(summary[k]))
+    for k in ("method", "data", "steps"):
+        table.add_row(k, str(summary[k]))
+    table.add_row("wall time", f"{summary['wall_s']:.1f} s")
     for k, v in summary["loss_terms"].items():
         table.add_row(f"loss/{k}", _fmt(v))
     knn = _fmt(summary["knn"])

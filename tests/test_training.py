@@ -76,3 +76,28 @@ def test_nan_is_recorded_not_raised(compose_run, tmp_path):
     trainer = Trainer(cfg, tmp_path / "nan")
     summary = trainer.fit()
     assert math.isnan(summary["loss_terms"]["total"])
+
+
+def test_hooks_see_every_step_and_can_stop_the_run(compose_run, tmp_path):
+    from autofix.trainer import Hook
+
+    class StopAtFive(Hook):
+        def __init__(self):
+            self.calls = []
+
+        def on_start(self, trainer):
+            self.calls.append("start")
+
+        def after_step(self, trainer, out):
+            self.calls.append(trainer.step)
+            assert "projector" in out.embeddings  # monitors get the embeddings of the step
+            if trainer.step == 5:
+                trainer.should_stop = True
+
+        def on_end(self, trainer):
+            self.calls.append("end")
+
+    hook = StopAtFive()
+    summary = Trainer(compose_run("simclr", "trainer.max_steps=20"), tmp_path / "hook", hooks=[hook]).fit()
+    assert hook.calls == ["start", 1, 2, 3, 4, 5, "end"]
+    assert summary["steps"] == 5

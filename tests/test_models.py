@@ -1,0 +1,76 @@
+"""Backbones, heads and the config knobs the catalog's fixes turn."""
+import pytest
+import torch
+from torch import nn
+
+from reference_models.backbones import BackboneConfig, build_backbone
+from reference_models.heads import HeadConfig, mlp
+from reference_models.layers import ACTIVATIONS, NORMS, DropPath, sincos_pos_embed
+
+
+@pytest.mark.parametrize("name,width,out", [("tiny_convnet", 8, 32), ("resnet18", 8, 64), ("vit", 32, 32)])
+def test_backbones_give_pooled_features_of_out_dim(name, width, out):
+    net = build_backbone(BackboneConfig(backbone=name, width=width, depth=1, heads=4), 3, 32)
+    y = net(torch.randn(4, 3, 32, 32))
+    assert y.shape == (4, out) and net.out_dim == out
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("act", ["relu", "gelu", "tanh"])
+def test_every_norm_and_activation_builds_and_backpropagates(norm, act):
+    net = build_backbone(BackboneConfig(width=8, norm=norm, activation=act), 3, 16)
+    net(torch.randn(4, 3, 16, 16)).sum().backward()
+    kinds = {type(m) for m in net.modules()}
+    if norm == "batch":
+        assert nn.BatchNorm2d in kinds
+    if norm == "none":
+        assert not kinds & {nn.BatchNorm2d, nn.GroupNorm}
+
+
+def test_residual_switch_changes_the_function():
+    torch.manual_seed(0)
+    with_res = build_backbone(BackboneConfig(width=8, depth=2, residual=True), 3, 16)
+    torch.manual_seed(0)
+    no_res = build_backbone(BackboneConfig(width=8, depth=2, residual=False), 3, 16)
+    x = torch.randn(2, 3, 16, 16)
+    with_res.eval(), no_res.eval()
+    assert not torch.allclose(with_res(x), no_res(x))
+
+
+def test_init_schemes_differ_and_unknown_ones_fail():
+    a = build_backbone(BackboneConfig(width=8, init="orthogonal"))
+    w = a.stem[0].weight.flatten(1)
+    assert torch.allclose(w @ w.T, torch.eye(8) * (w @ w.T).diag().mean(), atol=1e-4)  # orthogonal rows
+    with pytest.raises(ValueError, match="valid"):
+        build_backbone(BackboneConfig(width=8, init="magic"))
+
+
+def test_activation_list_is_complete():
+    from reference_models.layers import activation
+    for name in ACTIVATIONS:
+        assert isinstance(activation(name), nn.Module)
+
+
+def test_mlp_head_depth_and_norm():
+    head = mlp(16, HeadConfig(hidden_dim=32, out_dim=8, depth=3, norm="layer"))
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    assert [l.out_features for l in linears] == [32, 32, 8]
+    assert sum(isinstance(m, nn.LayerNorm) for m in head) == 2
+    assert head(torch.randn(5, 16)).shape == (5, 8)
+
+
+def test_drop_path_is_identity_in_eval_and_unbiased_in_train():
+    dp = DropPath(0.5)
+    x = torch.ones(20000, 1)
+    dp.eval()
+    assert torch.equal(dp(x), x)
+    dp.train()
+    y = dp(x)
+    assert set(y.unique().tolist()) <= {0.0, 2.0}
+    assert y.mean().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_sincos_positions_are_distinct_and_bounded():
+    pe = sincos_pos_embed(4, 16)
+    assert pe.shape == (16, 16) and pe.abs().max() <= 1.0
+    assert torch.cdist(pe, pe).fill_diagonal_(1.0).min() > 0.1

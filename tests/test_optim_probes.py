@@ -1,0 +1,73 @@
+"""Optimizers, schedules and probes on inputs whose answer is known."""
+import pytest
+import torch
+from torch import nn
+
+from autofix.config import OptimizerConfig
+from autofix.optim import LARS, build_optimizer, lr_factor
+from autofix.probes import knn_accuracy, linear_probe_accuracy
+
+
+def test_warmup_then_cosine_to_min():
+    cfg = OptimizerConfig(schedule="cosine", warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, 110, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, 110, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, 110, cfg) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(110, 110, cfg) == pytest.approx(0.1)
+    assert lr_factor(50, 110, OptimizerConfig(schedule="constant")) == 1.0
+    assert lr_factor(50, 100, OptimizerConfig(schedule="linear")) == pytest.approx(0.5)
+
+
+def test_lars_step_size_follows_the_trust_ratio():
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))  # norm 5
+    w.grad = torch.tensor([0.0, 10.0])            # norm 10
+    opt = LARS([{"params": [w], "lars": True}], lr=1.0, momentum=0.0, weight_decay=0.0, eta=0.02)
+    opt.step()
+    # update = lr * eta * |w| / |g| * g = 0.01 * g
+    assert torch.allclose(w.detach(), torch.tensor([3.0, 3.9]))
+
+
+def test_norms_and_biases_get_no_weight_decay_and_predictor_its_own_lr():
+    from reference_models.backbones import BackboneConfig, build_backbone
+    from reference_models.methods import BYOLConfig, build_method
+    from reference_models.heads import HeadConfig
+    model = build_method("byol", build_backbone(BackboneConfig(width=8)), BYOLConfig(), HeadConfig(32, 16),
+                         HeadConfig(32, 16))
+    opt = build_optimizer(model, OptimizerConfig(name="sgd", lr=0.1, weight_decay=0.5, predictor_lr_mult=10.0))
+    for g in opt.param_groups:
+        if not g["lars"]:
+            assert g["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in g["params"])
+        if g["part"] == "predictor":
+            assert g["lr"] == pytest.approx(1.0)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert in_groups == trainable  # the EMA target is not optimised
+
+
+def test_knn_is_perfect_on_separated_clusters_and_chance_on_noise():
+    torch.manual_seed(0)
+    centers = torch.eye(4) * 10
+    bank_y = torch.arange(4).repeat(25)
+    bank = centers[bank_y] + torch.randn(100, 4) * 0.1
+    query_y = torch.arange(4).repeat(10)
+    query = centers[query_y] + torch.randn(40, 4) * 0.1
+    assert knn_accuracy(bank, bank_y, query, query_y, k=5) == 1.0
+    noise = knn_accuracy(torch.randn(400, 8), torch.randint(0, 4, (400,)), torch.randn(400, 8),
+                         torch.randint(0, 4, (400,)), k=20)
+    assert 0.1 < noise < 0.4
+
+
+def test_knn_counts_nan_features_as_wrong():
+    bank, y = torch.eye(2).repeat(5, 1), torch.tensor([0, 1] * 5)
+    query = torch.tensor([[1.0, 0.0], [float("nan"), 0.0]])
+    assert knn_accuracy(bank, y, query, torch.tensor([0, 0]), k=3) == 0.5
+
+
+def test_linear_probe_separable_and_nan():
+    torch.manual_seed(0)
+    x = torch.randn(200, 5)
+    y = (x[:, 0] > 0).long()
+    assert linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:]) >= 0.95
+    x[0, 0] = float("nan")
+    import math
+    assert math.isnan(linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:]))
