@@ -22,16 +22,19 @@ experiments: {experiments}
 
 
 def experiments() -> list[str]:
+    if not CONF_DIR.is_dir():
+        raise UserError(f"no config folder at {CONF_DIR}: install from a checkout with `pip install -e .`, "
+                        "or set AUTOFIX_CONF_DIR to a folder of experiment YAML files")
     return sorted(p.stem for p in CONF_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(experiments=", ".join(experiments())))
-        return 0
-    command, rest = argv[0], argv[1:]
+    command, rest = (argv[0], argv[1:]) if argv else ("help", [])
     try:
+        if command in ("-h", "--help", "help"):
+            print(USAGE.format(experiments=", ".join(experiments())))
+            return 0
         if command == "run":
             return run_command(rest)
         raise UserError(f"unknown command {command!r}; valid: run")

@@ -130,16 +130,21 @@ class Trainer:
         self._start_tracking()
         for hook in self.hooks:
             hook.on_start(self)
-        if self.step == 0 and self.cfg.probe.at_start:
-            self.probes["knn_init"] = self.probe()["probe/knn"]
-            self.log({"probe/knn": self.probes["knn_init"]})
-        self.train_loop()
-        final = self.probe(linear=self.cfg.probe.linear)
-        self.log(final)
-        self.probes.update({k.split("/")[1]: v for k, v in final.items()})
-        self.save()
-        for hook in self.hooks:
-            hook.on_end(self)
+        try:
+            if self.step == 0 and self.cfg.probe.at_start:
+                self.probes["knn_init"] = self.probe()["probe/knn"]
+                self.log({"probe/knn": self.probes["knn_init"]})
+            self.train_loop()
+            final = self.probe(linear=self.cfg.probe.linear)
+            self.log(final)
+            self.probes.update({k.split("/")[1]: v for k, v in final.items()})
+            self.save()
+            for hook in self.hooks:
+                hook.on_end(self)
+        except BaseException as e:
+            # The MLflow run must not stay RUNNING forever: say how it ended, then let the error through.
+            self.tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
         self.tracker.end()
         return self.summary(time.perf_counter() - started)
 

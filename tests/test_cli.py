@@ -41,7 +41,7 @@ def test_config_mistakes_end_in_one_line(tmp_path, override, expected):
 
 
 def test_unknown_experiment_and_missing_conf(tmp_path):
-    assert "available: byol, mae, simclr, vicreg" in one_error_line(autofix("run", "conf=nope", tmp_path=tmp_path))
+    assert "available: byol, byol_cifar10, mae, mae_cifar10, simclr" in one_error_line(autofix("run", "conf=nope", tmp_path=tmp_path))
     assert "missing conf=NAME" in one_error_line(autofix("run", tmp_path=tmp_path))
 
 

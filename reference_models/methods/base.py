@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..heads import HeadConfig, mlp
+
 
 @dataclass
 class MethodOutput:
@@ -42,3 +44,16 @@ class SSLMethod(nn.Module):
                 seen |= {id(p) for p in groups[name]}
         groups["head"] = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
         return {k: v for k, v in groups.items() if v}
+
+
+class TwoViewMethod(SSLMethod):
+    """Joint-embedding methods: each view goes through the backbone and a projector."""
+
+    def __init__(self, backbone: nn.Module, projector: HeadConfig):
+        super().__init__(backbone)
+        self.projector = mlp(backbone.out_dim, projector)
+
+    def embed(self, views: list[torch.Tensor]):
+        """(encoder outputs, projector outputs) of the two views."""
+        h1, h2 = (self.backbone(v) for v in views)
+        return (h1, h2), (self.projector(h1), self.projector(h2))

@@ -15,7 +15,7 @@ from torch import nn
 from ..fields import bounded, choice
 from ..heads import HeadConfig, mlp
 from ..losses import negative_cosine
-from .base import MethodOutput, SSLMethod
+from .base import MethodOutput, TwoViewMethod
 
 TAU_SCHEDULES = ("cosine", "constant")
 
@@ -35,11 +35,10 @@ def momentum_at(tau_base: float, progress: float, schedule: str) -> float:
     return 1.0 - (1.0 - tau_base) * (math.cos(math.pi * min(max(progress, 0.0), 1.0)) + 1.0) / 2.0
 
 
-class BYOL(SSLMethod):
+class BYOL(TwoViewMethod):
     def __init__(self, backbone: nn.Module, cfg: BYOLConfig, projector: HeadConfig, predictor: HeadConfig):
-        super().__init__(backbone)
+        super().__init__(backbone, projector)
         self.cfg = cfg
-        self.projector = mlp(backbone.out_dim, projector)
         pred_cfg = copy.copy(predictor)
         pred_cfg.out_dim = projector.out_dim
         self.predictor = mlp(projector.out_dim, pred_cfg)
@@ -57,8 +56,7 @@ class BYOL(SSLMethod):
             return self.target_projector(self.target_backbone(x))
 
     def forward(self, views, progress):
-        h1, h2 = (self.backbone(v) for v in views)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.embed(views)
         p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.cfg.use_predictor else (z1, z2)
         t1, t2 = self._target(views[0]), self._target(views[1])
         loss = (negative_cosine(p1, t2) + negative_cosine(p2, t1)) / 2

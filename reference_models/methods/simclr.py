@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..fields import bounded
-from ..heads import HeadConfig, mlp
+from ..heads import HeadConfig
 from ..losses import nt_xent
-from .base import MethodOutput, SSLMethod
+from .base import MethodOutput, TwoViewMethod
 
 
 @dataclass
@@ -16,14 +16,12 @@ class SimCLRConfig:
     temperature: float = bounded(0.2, 1e-4, 100.0)
 
 
-class SimCLR(SSLMethod):
+class SimCLR(TwoViewMethod):
     def __init__(self, backbone: nn.Module, cfg: SimCLRConfig, projector: HeadConfig, predictor: HeadConfig | None = None):
-        super().__init__(backbone)
+        super().__init__(backbone, projector)
         self.cfg = cfg
-        self.projector = mlp(backbone.out_dim, projector)
 
     def forward(self, views, progress):
-        h1, h2 = (self.backbone(v) for v in views)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.embed(views)
         loss = nt_xent(z1, z2, self.cfg.temperature)
         return MethodOutput(loss, {"nt_xent": loss.detach()}, {"encoder": (h1, h2), "projector": (z1, z2)})

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fields import bounded
-from ..heads import HeadConfig, mlp
+from ..heads import HeadConfig
 from ..losses import vicreg
-from .base import MethodOutput, SSLMethod
+from .base import MethodOutput, TwoViewMethod
 
 
 @dataclass
@@ -21,15 +21,13 @@ class VICRegConfig:
     normalize: bool = False      # l2-normalise embeddings before the loss (a catalog suggestion, off in the paper)
 
 
-class VICReg(SSLMethod):
+class VICReg(TwoViewMethod):
     def __init__(self, backbone: nn.Module, cfg: VICRegConfig, projector: HeadConfig, predictor: HeadConfig | None = None):
-        super().__init__(backbone)
+        super().__init__(backbone, projector)
         self.cfg = cfg
-        self.projector = mlp(backbone.out_dim, projector)
 
     def forward(self, views, progress):
-        h1, h2 = (self.backbone(v) for v in views)
-        z1, z2 = self.projector(h1), self.projector(h2)
+        (h1, h2), (z1, z2) = self.embed(views)
         if self.cfg.normalize:
             z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         c = self.cfg
