@@ -1,0 +1,103 @@
+"""Optimisation health: gradient norms, how far a step moves the weights, how far the weights have
+drifted from their start, and non-finite values. Norms are taken in float64 so that exploding
+gradients (1e20 and beyond) do not overflow to Inf before they are reported."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+NAN = float("nan")
+
+
+def _sq(t: torch.Tensor) -> float:
+    """Squared l2 norm in float64 (float32 squares overflow above about 1e19)."""
+    return torch.linalg.vector_norm(t.detach(), dtype=torch.float64).pow(2).item()
+
+
+def _ratio(num_sq: float, den_sq: float) -> float:
+    if den_sq == 0:
+        return NAN if num_sq == 0 else math.inf
+    return math.sqrt(num_sq) / math.sqrt(den_sq)
+
+
+def grad_norms(named_parameters: Iterable[tuple[str, torch.Tensor]]) -> dict:
+    """Gradient l2 norms: `global` (all gradients as one vector, as clip_grad_norm_ measures it),
+    `per_layer` (name -> norm, parameters with a gradient only) and `first_last_ratio`: the norm of the
+    first weight tensor (ndim >= 2, registration order) over the last one; far below 1 means the
+    gradient vanishes on its way to the input layers. NaN where there is nothing to measure."""
+    per_layer: dict[str, float] = {}
+    matrices: list[float] = []
+    total = 0.0
+    for name, p in named_parameters:
+        if p.grad is None:
+            continue
+        sq = _sq(p.grad)
+        total += sq
+        per_layer[name] = math.sqrt(sq)
+        if p.dim() >= 2:  # weights, not biases or norm scales: those are what carry depth
+            matrices.append(sq)
+    ratio = _ratio(matrices[0], matrices[-1]) if len(matrices) >= 2 else NAN
+    return {"global": math.sqrt(total) if per_layer else NAN, "per_layer": per_layer,
+            "first_last_ratio": ratio}
+
+
+def snapshot(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Detached copies of the parameters, to compare with later (update_ratio, weight_norm_ratio)."""
+    return [p.detach().clone() for p in params]
+
+
+def _paired(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    a, b = list(a), list(b)
+    if len(a) != len(b):
+        raise ValueError(f"parameter lists differ in length: {len(a)} vs {len(b)}")
+    return list(zip(a, b))
+
+
+def update_ratio(before: Iterable[torch.Tensor], after: Iterable[torch.Tensor]) -> float:
+    """||after - before|| / ||before||, all tensors as one vector: the relative size of an optimiser
+    step. About 1e-3 is the usual rule of thumb (Karpathy); far above means a too-high learning rate,
+    far below (or 0) means the weights are not moving."""
+    diff = base = 0.0
+    for b, a in _paired(before, after):
+        diff += _sq(a.detach().to(torch.float64) - b.detach().to(torch.float64))
+        base += _sq(b)
+    return _ratio(diff, base)
+
+
+def weight_norm_ratio(current: Iterable[torch.Tensor], initial: Iterable[torch.Tensor]) -> float:
+    """||current|| / ||initial||, all tensors as one vector: growth (divergence, no weight decay) or
+    shrinkage (too much weight decay) of the weights since a reference point."""
+    cur = init = 0.0
+    for c, i in _paired(current, initial):
+        cur += _sq(c)
+        init += _sq(i)
+    return _ratio(cur, init)
+
+
+def count_nonfinite(*tensors_or_iterables) -> int:
+    """Number of NaN or +-Inf elements across the arguments: tensors, None (a missing gradient,
+    skipped), or iterables / dicts of those, nested to any depth. A NaN is a symptom, not a crash."""
+    count = 0
+    stack = list(tensors_or_iterables)
+    while stack:
+        item = stack.pop()
+        if item is None:
+            continue
+        if isinstance(item, torch.Tensor):
+            if item.is_floating_point() or item.is_complex():  # integer tensors are always finite
+                count += int((~torch.isfinite(item.detach())).sum().item())
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (int, float)):
+            count += 0 if math.isfinite(item) else 1
+        elif isinstance(item, (str, bytes)):
+            raise TypeError(f"count_nonfinite takes tensors, None or iterables of them, not {type(item).__name__}")
+        else:
+            try:
+                stack.extend(item)
+            except TypeError:
+                raise TypeError("count_nonfinite takes tensors, None or iterables of them, "
+                                f"not {type(item).__name__}") from None
+    return count
