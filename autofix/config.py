@@ -19,6 +19,7 @@ from reference_models.heads import HeadConfig
 from reference_models.methods import METHODS, BYOLConfig, MAEConfig, SimCLRConfig, VICRegConfig
 
 from .errors import ConfigError
+from .monitor.health import MonitorConfig
 
 
 @dataclass
@@ -129,6 +130,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 def register_schemas() -> None:

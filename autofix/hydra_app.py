@@ -68,13 +68,14 @@ def task(cfg: DictConfig) -> None:
 
     from reference_models.data import DatasetError
 
+    from .monitor.health import build_monitor
     from .progress import print_summary
     from .trainer import Trainer
 
     try:
         run_cfg = to_run_config(cfg)
         out_dir = run_cfg.trainer.out_dir or HydraConfig.get().runtime.output_dir
-        trainer = Trainer(run_cfg, out_dir, config_text=OmegaConf.to_yaml(cfg))
+        trainer = Trainer(run_cfg, out_dir, hooks=build_monitor(run_cfg.monitor), config_text=OmegaConf.to_yaml(cfg))
         summary = trainer.fit()
     except (UserError, DatasetError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,120 @@
+"""Detectors: rules over the metric history that name a symptom. Thresholds, persistence, warm-up
+and the methods a rule applies to are data (conf/monitor/); this module only evaluates them."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from reference_models.fields import bounded, choice
+
+OPS = ("<", "<=", ">", ">=", "nonfinite")
+
+
+@dataclass
+class RuleConfig:
+    metric: str = ""                     # a logged metric name, e.g. health/projector/rank
+    op: str = choice("<", OPS)
+    value: float = 0.0                   # the threshold
+    relative: bool = False               # compare value * baseline, the metric at the first check after warm-up
+
+
+@dataclass
+class DetectorConfig:
+    symptom: str = ""                    # the canonical symptom id it emits (interventions/symptoms.yaml)
+    rules: list[RuleConfig] = field(default_factory=list)
+    combine: str = choice("any", ("any", "all"))
+    persistence: int = bounded(3, 1)     # consecutive checks the condition must hold
+    warmup: int = bounded(0, 0)          # steps of grace before the detector may fire
+    methods: list[str] = field(default_factory=lambda: ["simclr", "byol", "vicreg", "mae"])
+    enabled: bool = True
+
+
+@dataclass
+class Symptom:
+    """A detector's verdict that a run shows a canonical failure."""
+    id: str
+    detector: str
+    step: int                            # when it fired (after persistence)
+    onset: int                           # first check of the streak that fired
+    severity: float                      # 0..1: how far past its threshold, worst rule
+    evidence: dict[str, dict]            # metric -> {value, threshold, op}
+    catalog_ids: list[int] = field(default_factory=list)
+    resolved_at: Optional[int] = None    # first later check where the condition no longer held
+
+
+def _exceeds(value: float, op: str, threshold: float) -> bool:
+    if op == "nonfinite":
+        return not math.isfinite(value)
+    if not math.isfinite(value):
+        return False  # a NaN metric is the divergence detector's business, not every detector's
+    return {"<": value < threshold, "<=": value <= threshold, ">": value > threshold,
+            ">=": value >= threshold}[op]
+
+
+def _severity(value: float, op: str, threshold: float) -> float:
+    """Distance past the threshold, relative to it, in [0, 1]."""
+    if op == "nonfinite" or not math.isfinite(value):
+        return 1.0
+    scale = abs(threshold) if threshold else 1.0
+    past = (threshold - value) if op in ("<", "<=") else (value - threshold)
+    return max(0.0, min(1.0, past / scale))
+
+
+class Detector:
+    """Evaluates one DetectorConfig at each check; remembers its streak and baseline."""
+
+    def __init__(self, name: str, cfg: DetectorConfig, catalog_ids: list[int] | None = None):
+        self.name, self.cfg, self.catalog_ids = name, cfg, list(catalog_ids or [])
+        self.streak, self.streak_start = 0, None
+        self.baseline: dict[str, float] = {}
+        self.fired: Symptom | None = None
+
+    def applies_to(self, method: str) -> bool:
+        return self.cfg.enabled and method in self.cfg.methods
+
+    def holds(self, latest: dict[str, float]) -> tuple[bool, dict[str, dict]] | None:
+        """Whether the condition holds on the latest values; None if a metric it needs is missing."""
+        results, evidence = [], {}
+        for rule in self.cfg.rules:
+            if rule.metric not in latest:
+                return None
+            value = latest[rule.metric]
+            if rule.relative:
+                base = self.baseline.setdefault(rule.metric, value)
+                threshold = rule.value * base
+            else:
+                threshold = rule.value
+            hit = _exceeds(value, rule.op, threshold)
+            results.append(hit)
+            evidence[rule.metric] = {"value": value, "op": rule.op, "threshold": threshold, "hit": hit,
+                                     "severity": _severity(value, rule.op, threshold) if hit else 0.0}
+        combined = any(results) if self.cfg.combine == "any" else all(results)
+        return combined, evidence
+
+    def check(self, step: int, latest: dict[str, float]) -> Symptom | None:
+        """Called at every monitor check; returns a Symptom the first time the condition has held for
+        `persistence` checks in a row after warm-up, and marks an earlier one resolved when it stops."""
+        if step < self.cfg.warmup:
+            return None
+        result = self.holds(latest)
+        if result is None:
+            return None
+        hit, evidence = result
+        if not hit:
+            self.streak, self.streak_start = 0, None
+            if self.fired is not None and self.fired.resolved_at is None:
+                self.fired.resolved_at = step
+            return None
+        if self.fired is not None:
+            if self.fired.resolved_at is not None:  # it came back: keep the first event, note recurrence
+                self.fired.resolved_at = None
+            return None
+        self.streak += 1
+        self.streak_start = step if self.streak_start is None else self.streak_start
+        if self.streak < self.cfg.persistence:
+            return None
+        severity = max((e["severity"] for e in evidence.values() if e["hit"]), default=0.0)
+        self.fired = Symptom(self.cfg.symptom, self.name, step, self.streak_start, severity,
+                             {k: v for k, v in evidence.items()}, self.catalog_ids)
+        return self.fired

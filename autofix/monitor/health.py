@@ -1,0 +1,271 @@
+"""The health monitor: a trainer hook that measures the run on a fixed probe buffer every `every`
+steps, logs the metrics (health/..., grad/..., weights/..., act/..., loss/...), and runs the
+detectors over them. It never changes training: checks run under a forked RNG, in eval mode, and
+the train-mode BatchNorm check freezes running statistics."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reference_models.augment import AugmentConfig, BatchAugment
+from reference_models.fields import bounded
+from reference_models.losses import masked_reconstruction, patchify
+from reference_models.methods.mae import MAE, random_mask
+
+from . import activations, dynamics, geometry, method_metrics, optimization
+from .detectors import Detector, DetectorConfig, Symptom
+
+ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid)
+
+
+@dataclass
+class MonitorConfig:
+    enabled: bool = True
+    every: int = bounded(20, 1)            # steps between geometric checks
+    probe_size: int = bounded(128, 8)      # images in the fixed probe buffer
+    probe_seed: int = 1234                 # the buffer's images and views (same for a parent and its children)
+    loss_window: int = bounded(50, 4)      # steps over which loss dynamics are measured
+    stop_on_symptom: bool = False          # end the run at the first symptom (the remediation loop sets this)
+    detectors: dict[str, DetectorConfig] = field(default_factory=dict)
+
+
+class ProbeBuffer:
+    """A fixed set of training images with two deterministic views made by the reference (SimCLR)
+    augmentation, whatever the run's own augmentation is: a run trained without augmentation is
+    measured on ordinary views, and a parent and its children on the same ones."""
+
+    def __init__(self, images_u8: torch.Tensor, size: int, seed: int, normalize, device):
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(images_u8), generator=g)[:size]
+        x = images_u8[idx].to(device).float().div_(255)
+        gen = torch.Generator(device).manual_seed(seed)
+        aug = BatchAugment(AugmentConfig())
+        self.clean = normalize(x)
+        self.views = (normalize(aug(x, gen)), normalize(aug(x, gen)))
+
+
+@torch.no_grad()
+def _embed(model, x):
+    h = model.backbone(x)
+    return h, (model.projector(h) if hasattr(model, "projector") else None)
+
+
+def _geometry(prefix: str, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Embedding geometry of one branch from its two probe views."""
+    d = a.shape[1]
+    out = {
+        f"{prefix}/rank": geometry.effective_rank(a),
+        f"{prefix}/rank_frac": geometry.effective_rank(a) / min(a.shape),
+        # std of l2-normalised embeddings times sqrt(D): about 1 when spread, 0 when collapsed
+        f"{prefix}/std_sqrt_d": geometry.normalized_std(a) * math.sqrt(d),
+        f"{prefix}/pairwise_cos": geometry.mean_pairwise_cosine(a),
+        f"{prefix}/alignment": geometry.alignment(a, b),
+        f"{prefix}/uniformity": geometry.uniformity(a),
+        f"{prefix}/view_norm_ratio": geometry.norm_ratio(a, b),
+    }
+    out.update({f"{prefix}/{k}_cos" if k != "gap" else f"{prefix}/cos_gap": v
+                for k, v in geometry.pair_cosines(a, b).items()})
+    out.update({f"{prefix}/{k}": v for k, v in geometry.correlation_stats(a).items()})
+    out.update({f"{prefix}/norm_{k}": v for k, v in geometry.norm_stats(a).items()})
+    out[f"{prefix}/raw_std"] = a.float().std(dim=0).mean().item()
+    spec = geometry.spectrum(a)
+    out[f"{prefix}/top5_explained"] = spec.get("top5_explained", float("nan"))
+    return out
+
+
+class HealthMonitor:
+    """A trainer hook (see autofix.trainer.Hook)."""
+
+    def __init__(self, cfg: MonitorConfig, catalog_ids: dict[str, list[int]] | None = None):
+        self.cfg = cfg
+        self.catalog_ids = catalog_ids or {}
+        self.detectors: list[Detector] = []
+        self.events: list[Symptom] = []
+        self.losses: list[torch.Tensor] = []
+        self.grad_norms: list[torch.Tensor] = []
+        self.grad_history: list[float] = []
+        self._acts: list[torch.Tensor] = []
+        self._capture = False
+
+    # ---- hook interface -------------------------------------------------------------------------
+    def on_start(self, trainer) -> None:
+        model = trainer.model
+        self.method = trainer.cfg.method.name
+        self.detectors = [Detector(name, d, self.catalog_ids.get(d.symptom, []))
+                          for name, d in self.cfg.detectors.items() if d.symptom and d.enabled]
+        self.detectors = [d for d in self.detectors if d.applies_to(self.method)]
+        self.buffer = ProbeBuffer(trainer.data.train_x, self.cfg.probe_size, self.cfg.probe_seed,
+                                  trainer.normalize, trainer.device)
+        weights = [p for p in model.backbone.parameters()]
+        self.initial = optimization.snapshot(weights)
+        self.previous = optimization.snapshot(weights)
+        for m in model.backbone.modules():
+            if isinstance(m, ACTIVATION_TYPES):
+                m.register_forward_hook(self._record_activation)
+        self.out_dir = Path(trainer.out_dir)
+
+    def after_step(self, trainer, out) -> None:
+        self.losses.append(out.loss.detach().float())
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        if grads:
+            self.grad_norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        if trainer.step % self.cfg.every == 0:
+            self.check(trainer)
+
+    def on_end(self, trainer) -> None:
+        if trainer.step % self.cfg.every:
+            self.check(trainer)
+
+    # ---- a check --------------------------------------------------------------------------------
+    def check(self, trainer) -> None:
+        with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
+            metrics = self.measure(trainer)
+        trainer.log(metrics)
+        for det in self.detectors:
+            symptom = det.check(trainer.step, metrics)
+            if symptom is not None:
+                self.emit(trainer, symptom)
+
+    def measure(self, trainer) -> dict[str, float]:
+        model, step = trainer.model, trainer.step
+        m: dict[str, float] = {}
+        # loss and gradients over the window since the last check
+        window = torch.stack(self.losses[-self.cfg.loss_window:]).tolist() if self.losses else []
+        recent = self.losses[-self.cfg.every:]
+        m["train/nonfinite_loss"] = float(sum(not math.isfinite(v) for v in torch.stack(recent).tolist())) \
+            if recent else 0.0
+        m["loss/rel_improvement"] = dynamics.relative_improvement(window)
+        m["loss/spike_score"] = dynamics.robust_spike_score(window)
+        m["loss/oscillation"] = dynamics.oscillation(window)
+        if self.grad_norms:
+            gn = torch.stack(self.grad_norms[-self.cfg.every:]).tolist()
+            self.grad_history += gn
+            median = float(torch.tensor(self.grad_history).nanmedian())
+            m["grad/norm"] = gn[-1]
+            m["grad/max_over_median"] = max(gn) / median if median > 0 else float("nan")
+        self.losses = self.losses[-self.cfg.loss_window:]
+        self.grad_norms = []
+        m["grad/first_last_ratio"] = optimization.grad_norms(model.backbone.named_parameters())["first_last_ratio"]
+        weights = list(model.backbone.parameters())
+        m["weights/norm_ratio"] = optimization.weight_norm_ratio(weights, self.initial)
+        m["weights/update_ratio"] = optimization.update_ratio(self.previous, weights)
+        m["weights/nonfinite"] = float(optimization.count_nonfinite(weights))
+        self.previous = optimization.snapshot(weights)
+
+        was_training = model.training
+        model.eval()
+        v1, v2 = self.buffer.views
+        self._acts, self._capture = [], True
+        h1, z1 = _embed(model, v1)
+        self._capture = False
+        h2, z2 = _embed(model, v2)
+        m.update(_geometry("health/encoder", h1, h2))
+        if z1 is not None:
+            m.update(_geometry("health/projector", z1, z2))
+        relu_like = [a for k, a in self._acts if k is nn.ReLU]
+        if relu_like:
+            dead = [activations.dead_fraction(a) for a in relu_like]
+            m["act/dead_max"], m["act/dead_mean"] = max(dead), sum(dead) / len(dead)
+        bounded_acts = [(a, k) for k, a in self._acts if k in (nn.Tanh, nn.Sigmoid)]
+        if bounded_acts:
+            sat = [activations.saturated_fraction(a, "tanh" if k is nn.Tanh else "sigmoid") for a, k in bounded_acts]
+            m["act/saturated_mean"] = sum(sat) / len(sat)
+        m.update(self._method_metrics(model, trainer, v1, v2, z1, z2))
+        m["bn/train_eval_cos"] = self._train_eval_cosine(model, v1[:trainer.cfg.trainer.batch_size], h1)
+        model.train(was_training)
+        return m
+
+    def _method_metrics(self, model, trainer, v1, v2, z1, z2) -> dict[str, float]:
+        m: dict[str, float] = {}
+        name = trainer.cfg.method.name
+        if name == "simclr":
+            m["simclr/neg_entropy"] = method_metrics.contrastive_entropy(z1, z2, trainer.cfg.method.temperature)
+        if name == "byol":
+            with torch.no_grad():
+                t1 = model.target_projector(model.target_backbone(v1))
+            m["byol/online_target_norm_ratio"] = geometry.norm_ratio(z1, t1)
+            m["byol/online_target_cos"] = torch.nn.functional.cosine_similarity(z1, t1, dim=1).mean().item()
+            online = list(model.backbone.parameters()) + list(model.projector.parameters())
+            target = list(model.target_backbone.parameters()) + list(model.target_projector.parameters())
+            m["byol/ema_distance"] = method_metrics.ema_param_distance(online, target)
+        if isinstance(model, MAE):
+            m.update(self._mae_metrics(model, trainer))
+        return m
+
+    @torch.no_grad()
+    def _mae_metrics(self, model: MAE, trainer) -> dict[str, float]:
+        """Masked loss at the run's ratio vs interpolating visible neighbours, and the cross-ratio
+        check: the loss at the standard 0.75 over the loss at the run's own ratio (FINDINGS: only this
+        separated a too-easy mask from a healthy one in short runs)."""
+        x, ratio, p = self.buffer.clean, model.cfg.mask_ratio, model.backbone.patch_size
+        target = patchify(x, p)
+        torch.manual_seed(self.cfg.probe_seed)  # inside fork_rng: the same masks at every check
+        pred, mask, _ = model.reconstruct(x, ratio)
+        own = masked_reconstruction(pred, target, mask, model.cfg.norm_pix_loss).item()
+        interp = method_metrics.neighbour_interpolation_loss(x, p, mask, model.cfg.norm_pix_loss)
+        pred75, mask75, _ = model.reconstruct(x, 0.75)
+        std = masked_reconstruction(pred75, target, mask75, model.cfg.norm_pix_loss).item()
+        return {"mae/loss_over_interp": own / interp if interp else float("nan"),
+                "mae/cross_ratio": std / own if own else float("nan")}
+
+    @torch.no_grad()
+    def _train_eval_cosine(self, model, x, eval_out) -> float:
+        """Same images embedded in train mode (at the training batch size, where small-batch
+        statistics show) and in eval mode. BatchNorm momentum is set to 0 meanwhile so the check
+        does not move the running statistics."""
+        bns = [mod for mod in model.backbone.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return 1.0
+        saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in bns]
+        for bn in bns:
+            bn.momentum = 0.0
+        model.backbone.train()
+        train_out = model.backbone(x)
+        model.backbone.eval()
+        for bn, momentum, tracked in saved:
+            bn.momentum = momentum
+            bn.num_batches_tracked.copy_(tracked)
+        return activations.train_eval_cosine(train_out, eval_out[:len(x)])
+
+    def _record_activation(self, module, inputs, output) -> None:
+        if self._capture:
+            self._acts.append((type(module), output.detach()))
+
+    # ---- events ---------------------------------------------------------------------------------
+    def emit(self, trainer, symptom: Symptom) -> None:
+        from ..progress import console
+
+        self.events.append(symptom)
+        worst = max(symptom.evidence.items(), key=lambda kv: kv[1]["severity"])
+        console.print(f"[bold red]symptom[/] {symptom.id} at step {symptom.step} (onset {symptom.onset}, "
+                      f"severity {symptom.severity:.2f}): {worst[0]} = {worst[1]['value']:.4g} "
+                      f"{worst[1]['op']} {worst[1]['threshold']:.4g}; catalog {symptom.catalog_ids}")
+        trainer.tracker.set_tags({f"autofix.symptom.{symptom.id}": str(symptom.step)})
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / "symptoms.jsonl"
+        with path.open("a") as f:
+            f.write(json.dumps(asdict(symptom)) + "\n")
+        trainer.tracker.log_artifact(path)
+        if self.cfg.stop_on_symptom:
+            trainer.should_stop = True
+
+
+def build_monitor(cfg: MonitorConfig) -> list:
+    """The hooks a run gets from its monitor config: none when disabled (zero cost), else one monitor
+    whose detectors are checked against the symptom list."""
+    if not cfg.enabled:
+        return []
+    from ..errors import ConfigError
+    from ..symptoms import catalog_ids
+
+    ids = catalog_ids()
+    for name, d in cfg.detectors.items():
+        if d.symptom not in ids:
+            raise ConfigError(f"monitor.detectors.{name}.symptom: {d.symptom!r} is not a symptom; "
+                              f"valid: {', '.join(ids)}")
+    return [HealthMonitor(cfg, ids)]
