@@ -120,6 +120,14 @@ class TrackingConfig:
 
 
 @dataclass
+class FaultConfig:
+    """An induced fault (conf/fault/): what it breaks and the symptom it must produce."""
+    name: str = "none"
+    expects: list[str] = field(default_factory=list)   # symptom ids it must produce
+    why: str = ""                                      # the known result it rests on
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
@@ -131,6 +139,7 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
 
 def register_schemas() -> None:
