@@ -124,6 +124,7 @@ class FaultConfig:
     """An induced fault (conf/fault/): what it breaks and the symptom it must produce."""
     name: str = "none"
     expects: list[str] = field(default_factory=list)   # symptom ids it must produce
+    methods: list[str] = field(default_factory=list)   # experiments the fault bench runs it with
     why: str = ""                                      # the known result it rests on
 
 

@@ -26,6 +26,8 @@ class DetectorConfig:
     combine: str = choice("any", ("any", "all"))
     persistence: int = bounded(3, 1)     # consecutive checks the condition must hold
     warmup: int = bounded(0, 0)          # steps of grace before the detector may fire
+    max_progress: float = bounded(1.0, 0.0, 1.0)  # only judge up to this share of the run (a decaying
+                                                   # schedule legitimately stalls at its end)
     methods: list[str] = field(default_factory=lambda: ["simclr", "byol", "vicreg", "mae"])
     enabled: bool = True
 
@@ -78,7 +80,9 @@ class Detector:
         results, evidence = [], {}
         for rule in self.cfg.rules:
             if rule.metric not in latest:
-                return None
+                if self.cfg.combine == "all":
+                    return None
+                continue  # with "any", a metric this run does not have (no tanh units, say) is skipped
             value = latest[rule.metric]
             if rule.relative:
                 base = self.baseline.setdefault(rule.metric, value)
@@ -89,13 +93,15 @@ class Detector:
             results.append(hit)
             evidence[rule.metric] = {"value": value, "op": rule.op, "threshold": threshold, "hit": hit,
                                      "severity": _severity(value, rule.op, threshold) if hit else 0.0}
+        if not results:
+            return None
         combined = any(results) if self.cfg.combine == "any" else all(results)
         return combined, evidence
 
-    def check(self, step: int, latest: dict[str, float]) -> Symptom | None:
+    def check(self, step: int, latest: dict[str, float], progress: float = 0.0) -> Symptom | None:
         """Called at every monitor check; returns a Symptom the first time the condition has held for
         `persistence` checks in a row after warm-up, and marks an earlier one resolved when it stops."""
-        if step < self.cfg.warmup:
+        if step < self.cfg.warmup or progress > self.cfg.max_progress:
             return None
         result = self.holds(latest)
         if result is None:

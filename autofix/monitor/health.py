@@ -78,6 +78,10 @@ def _geometry(prefix: str, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]
     return out
 
 
+def _distance(xs, ys) -> float:
+    return math.sqrt(sum(float((x.detach().double() - y.detach().double()).pow(2).sum()) for x, y in zip(xs, ys)))
+
+
 class HealthMonitor:
     """A trainer hook (see autofix.trainer.Hook)."""
 
@@ -89,8 +93,9 @@ class HealthMonitor:
         self.losses: list[torch.Tensor] = []
         self.grad_norms: list[torch.Tensor] = []
         self.grad_history: list[float] = []
-        self._acts: list[torch.Tensor] = []
+        self._acts: list[tuple[type, torch.Tensor]] = []
         self._capture = False
+        self._train_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---- hook interface -------------------------------------------------------------------------
     def on_start(self, trainer) -> None:
@@ -103,6 +108,9 @@ class HealthMonitor:
                                   trainer.normalize, trainer.device)
         weights = [p for p in model.backbone.parameters()]
         self.initial = optimization.snapshot(weights)
+        if hasattr(model, "target_backbone"):
+            self.initial_online = optimization.snapshot(list(model.backbone.parameters()) +
+                                                        list(model.projector.parameters()))
         self.previous = optimization.snapshot(weights)
         for m in model.backbone.modules():
             if isinstance(m, ACTIVATION_TYPES):
@@ -115,6 +123,7 @@ class HealthMonitor:
         if grads:
             self.grad_norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
         if trainer.step % self.cfg.every == 0:
+            self._train_views = {k: v for k, v in out.embeddings.items() if len(v) == 2}
             self.check(trainer)
 
     def on_end(self, trainer) -> None:
@@ -127,7 +136,7 @@ class HealthMonitor:
             metrics = self.measure(trainer)
         trainer.log(metrics)
         for det in self.detectors:
-            symptom = det.check(trainer.step, metrics)
+            symptom = det.check(trainer.step, metrics, trainer.step / trainer.cfg.trainer.max_steps)
             if symptom is not None:
                 self.emit(trainer, symptom)
 
@@ -167,6 +176,15 @@ class HealthMonitor:
         m.update(_geometry("health/encoder", h1, h2))
         if z1 is not None:
             m.update(_geometry("health/projector", z1, z2))
+        # Views of the training batch against views of the reference augmentation: a large gap means the
+        # run's own views are far easier to match than standard ones (the pretext task is too easy).
+        for branch, key in (("encoder", "encoder"), ("projector", "projector")):
+            if key in self._train_views and f"health/{branch}/positive_cos" in m:
+                a, b = self._train_views[key]
+                train_pos = geometry.pair_cosines(a.detach(), b.detach())["positive"]
+                m[f"health/{branch}/train_positive_cos"] = train_pos
+                m[f"health/{branch}/augment_gap"] = train_pos - m[f"health/{branch}/positive_cos"]
+        self._train_views = {}
         relu_like = [a for k, a in self._acts if k is nn.ReLU]
         if relu_like:
             dead = [activations.dead_fraction(a) for a in relu_like]
@@ -176,7 +194,7 @@ class HealthMonitor:
             sat = [activations.saturated_fraction(a, "tanh" if k is nn.Tanh else "sigmoid") for a, k in bounded_acts]
             m["act/saturated_mean"] = sum(sat) / len(sat)
         m.update(self._method_metrics(model, trainer, v1, v2, z1, z2))
-        m["bn/train_eval_cos"] = self._train_eval_cosine(model, v1[:trainer.cfg.trainer.batch_size], h1)
+        m.update(self._batchnorm_metrics(model, trainer.cfg.trainer.batch_size, h1, z1))
         model.train(was_training)
         return m
 
@@ -193,6 +211,11 @@ class HealthMonitor:
             online = list(model.backbone.parameters()) + list(model.projector.parameters())
             target = list(model.target_backbone.parameters()) + list(model.target_projector.parameters())
             m["byol/ema_distance"] = method_metrics.ema_param_distance(online, target)
+            # How far the target trails the online network, as a share of how far the online network has
+            # moved since init: about 1 when the target is frozen at init, small when it tracks.
+            moved = _distance(online, self.initial_online)
+            lag = _distance(online, target)
+            m["byol/target_lag"] = lag / moved if moved > 0 else float("nan")
         if isinstance(model, MAE):
             m.update(self._mae_metrics(model, trainer))
         return m
@@ -214,23 +237,40 @@ class HealthMonitor:
                 "mae/cross_ratio": std / own if own else float("nan")}
 
     @torch.no_grad()
-    def _train_eval_cosine(self, model, x, eval_out) -> float:
-        """Same images embedded in train mode (at the training batch size, where small-batch
-        statistics show) and in eval mode. BatchNorm momentum is set to 0 meanwhile so the check
-        does not move the running statistics."""
-        bns = [mod for mod in model.backbone.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+    def _batchnorm_metrics(self, model, batch_size: int, eval_h, eval_z) -> dict[str, float]:
+        """BatchNorm health at the training batch size, through the projector where there is one (its
+        BatchNorm1d suffers most from small batches). `bn/train_eval_cos`: the same images in train mode
+        vs eval mode. `bn/batch_consistency`: the same images in train mode inside two different random
+        groupings of that size; far below 1 means an image's embedding depends on its batch mates.
+        Momentum is 0 meanwhile, so running statistics do not move."""
+        nets = [model.backbone] + ([model.projector] if eval_z is not None else [])
+        net = nn.Sequential(*nets)
+        eval_h = eval_z if eval_z is not None else eval_h
+        bns = [mod for mod in net.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
         if not bns:
-            return 1.0
+            return {}
+        x, n = self.buffer.views[0], len(self.buffer.views[0])
+        b = min(batch_size, n)
         saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in bns]
         for bn in bns:
             bn.momentum = 0.0
-        model.backbone.train()
-        train_out = model.backbone(x)
-        model.backbone.eval()
+        net.train()
+        m = (n // b) * b
+        xs = x[:m]
+        in_order = torch.cat([net(xs[i:i + b]) for i in range(0, m, b)])
+        consistency = 1.0  # one batch holds the whole buffer: no other grouping to compare with
+        if m > b:
+            perm = torch.randperm(m, generator=torch.Generator().manual_seed(self.cfg.probe_seed)).to(x.device)
+            out = torch.cat([net(xs[perm[i:i + b]]) for i in range(0, m, b)])
+            regrouped = torch.empty_like(out)
+            regrouped[perm] = out
+            consistency = activations.train_eval_cosine(in_order, regrouped)
+        net.eval()
         for bn, momentum, tracked in saved:
             bn.momentum = momentum
             bn.num_batches_tracked.copy_(tracked)
-        return activations.train_eval_cosine(train_out, eval_out[:len(x)])
+        return {"bn/train_eval_cos": activations.train_eval_cosine(in_order, eval_h[:m]),
+                "bn/batch_consistency": consistency}
 
     def _record_activation(self, module, inputs, output) -> None:
         if self._capture:
