@@ -1,0 +1,75 @@
+"""The health monitor end to end: it names the symptom a fault induces, stays quiet on a healthy run,
+and never changes the training it watches."""
+import json
+
+import pytest
+
+from autofix.monitor.health import build_monitor
+from autofix.trainer import Trainer
+
+
+def monitored(compose_run, tmp_path, name, *overrides):
+    cfg = compose_run(name, "trainer.log_every=5", *overrides)
+    hooks = build_monitor(cfg.monitor)
+    trainer = Trainer(cfg, tmp_path, hooks=hooks)
+    return trainer, hooks[0], trainer.fit()
+
+
+def test_monitoring_does_not_change_training(compose_run, tmp_path):
+    args = ("trainer.max_steps=25", "monitor.every=10", "trainer.log_every=1")
+    plain = Trainer(compose_run("byol", *args), tmp_path / "plain")
+    plain.fit()
+    watched, monitor, _ = monitored(compose_run, tmp_path / "watched", "byol", *args)
+    loss = lambda t: [r["loss/total"] for r in t.history if "loss/total" in r]
+    assert loss(plain) == loss(watched)
+    assert any("health/projector/rank" in r for r in watched.history)
+
+
+def test_hot_temperature_is_named_and_logged(compose_run, tmp_path):
+    trainer, monitor, _ = monitored(compose_run, tmp_path, "simclr", "fault=simclr_hot_temperature",
+                                    "trainer.max_steps=60")
+    ids = [e.id for e in monitor.events]
+    assert "temperature" in ids
+    event = next(e for e in monitor.events if e.id == "temperature")
+    assert event.step <= 60 and event.catalog_ids == [85, 172, 317, 533]
+    assert event.evidence["simclr/neg_entropy"]["value"] > 0.97
+    lines = [json.loads(l) for l in (tmp_path / "symptoms.jsonl").read_text().splitlines()]
+    assert lines[0]["id"] == ids[0]
+
+
+def test_vicreg_without_variance_collapses_and_is_detected(compose_run, tmp_path):
+    _, monitor, _ = monitored(compose_run, tmp_path, "vicreg", "fault=vicreg_invariance_only",
+                              "trainer.max_steps=80", "model.width=16")
+    assert "complete_collapse" in [e.id for e in monitor.events]
+
+
+def test_healthy_short_run_raises_no_alarm(compose_run, tmp_path):
+    _, monitor, _ = monitored(compose_run, tmp_path, "vicreg", "trainer.max_steps=80", "model.width=16")
+    assert monitor.events == []
+
+
+def test_stop_on_symptom_ends_the_run(compose_run, tmp_path):
+    trainer, monitor, summary = monitored(compose_run, tmp_path, "simclr", "fault=simclr_hot_temperature",
+                                          "trainer.max_steps=200", "monitor.stop_on_symptom=true")
+    assert monitor.events and summary["steps"] == monitor.events[0].step < 200
+
+
+def test_unknown_symptom_in_a_detector_is_a_clear_error():
+    from autofix.errors import ConfigError
+    from autofix.monitor.detectors import DetectorConfig
+    from autofix.monitor.health import MonitorConfig
+    cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="nonsense")})
+    with pytest.raises(ConfigError, match="monitor.detectors.mine.symptom: 'nonsense' is not a symptom"):
+        build_monitor(cfg)
+
+
+def test_every_shipped_detector_names_a_known_symptom_and_every_fault_an_expected_one(compose_run):
+    from autofix.symptoms import load_symptoms
+    known = set(load_symptoms())
+    cfg = compose_run("vicreg")
+    assert build_monitor(cfg.monitor)  # validates every detector's symptom
+    import yaml
+    from pathlib import Path
+    for path in (Path(__file__).parents[1] / "conf" / "fault").glob("*.yaml"):
+        fault = yaml.safe_load(path.read_text())["fault"]
+        assert set(fault.get("expects", [])) <= known, path.name
