@@ -31,14 +31,18 @@ sys.path.insert(0, str(ROOT))
 
 from autofix.config import to_run_config  # noqa: E402
 from autofix.hydra_app import compose  # noqa: E402
+from autofix.monitor.health import build_monitor  # noqa: E402
 from autofix.trainer import Trainer  # noqa: E402
 
 
-def make_trainer(method: str, overrides: list[str], workdir: Path) -> Trainer:
+def make_trainer(method: str, overrides: list[str], workdir: Path, monitor: bool = False) -> Trainer:
     cfg = to_run_config(compose(method, ["tracking.enabled=false", "trainer.progress=false", "probe.at_start=false",
                                          "probe.linear=false", "trainer.ckpt_every=0", "data.n_train=1024",
                                          "data.n_val=64", f"trainer.out_dir={workdir}", *overrides]))
-    return Trainer(cfg, workdir)
+    trainer = Trainer(cfg, workdir, hooks=build_monitor(cfg.monitor) if monitor else ())
+    for hook in trainer.hooks:
+        hook.on_start(trainer)
+    return trainer
 
 
 def plain_loop(tr: Trainer, steps: int) -> float:
@@ -79,20 +83,27 @@ def sync(device: torch.device) -> None:
 
 
 def compare(label: str, method: str, overrides: list[str], steps: int, rounds: int, workdir: Path) -> dict:
-    tr = make_trainer(method, overrides, workdir)
+    """Plain loop, autofix loop, and autofix loop with the health monitor at its default cadence, in
+    alternating rounds. Steps per round are a multiple of the monitor cadence so checks are counted fairly."""
+    tr = make_trainer(method, overrides, workdir / "bare")
+    mon = make_trainer(method, overrides, workdir / "mon", monitor=True)
     batch = tr.cfg.trainer.batch_size
     plain_loop(tr, 2)            # warm-up (allocator, kernels, cudnn autotune)
     autofix_loop(tr, 2)
-    plain_t, ours_t = [], []
+    autofix_loop(mon, mon.cfg.monitor.every - mon.step % mon.cfg.monitor.every)  # align to a check boundary
+    plain_t, ours_t, mon_t = [], [], []
     for _ in range(rounds):
         plain_t.append(plain_loop(tr, steps))
         ours_t.append(autofix_loop(tr, steps))
+        mon_t.append(autofix_loop(mon, steps))
     plain_ips = steps * batch / statistics.median(plain_t)
     ours_ips = steps * batch / statistics.median(ours_t)
-    row = {"case": label, "method": method, "batch": batch, "steps": steps * rounds,
-           "plain": plain_ips, "autofix": ours_ips, "ratio": ours_ips / plain_ips}
-    print(f"{label:40s} plain {plain_ips:9.1f} img/s  autofix {ours_ips:9.1f} img/s  ratio {row['ratio']:.3f}",
-          flush=True)
+    mon_ips = steps * batch / statistics.median(mon_t)
+    row = {"case": label, "method": method, "batch": batch, "steps": steps * rounds, "plain": plain_ips,
+           "autofix": ours_ips, "ratio": ours_ips / plain_ips, "monitored": mon_ips,
+           "monitor_overhead": ours_ips / mon_ips - 1.0}
+    print(f"{label:40s} plain {plain_ips:9.1f}  autofix {ours_ips:9.1f} (ratio {row['ratio']:.3f})  "
+          f"monitored {mon_ips:9.1f} (overhead {row['monitor_overhead']:+.1%}) img/s", flush=True)
     return row
 
 
@@ -133,7 +144,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if cuda:
-            steps, rounds = (10, 2) if args.quick else (30, 3)
+            steps, rounds = (20, 2) if args.quick else (40, 3)
             gpu = ["trainer.device=cuda", "data=shapes", "trainer.precision=bf16", "trainer.channels_last=true",
                    "data.n_train=4096"]
             for m in ("simclr", "byol", "vicreg"):
@@ -147,24 +158,26 @@ def main() -> None:
                                             work / "amp"))
         else:
             torch.set_num_threads(min(2, torch.get_num_threads()))
-            steps, rounds = (3, 2) if args.quick else (10, 3)
+            steps, rounds = (20, 1) if args.quick else (40, 3)
             cpu = ["trainer.device=cpu"]
             for m in ("simclr", "byol", "vicreg", "mae"):
                 rows.append(compare(f"{m} {'vit_tiny' if m == 'mae' else 'tiny_convnet'} b128", m,
                                     cpu + ["trainer.batch_size=128"], steps, rounds, work / m))
-            rs_steps = 2 if args.quick else 3
-            rows.append(compare("simclr resnet18 b32", "simclr", cpu + ["model=resnet18", "trainer.batch_size=32"],
-                                rs_steps, rounds, work / "rs"))
+            rows.append(compare("simclr resnet18 b16", "simclr", cpu + ["model=resnet18", "trainer.batch_size=16"],
+                                20, 1, work / "rs"))
     name = torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     lines = [f"## Training-loop throughput on {name}", "",
              f"`python scripts/bench_throughput.py{' --quick' if args.quick else ''}`, {dt.date.today().isoformat()}, "
              f"torch {torch.__version__}. Plain = a minimal hand-written PyTorch loop doing the same work (same model, "
              "batch, augmentation, optimizer); ratio = autofix / plain images per second (1.00 = no overhead; "
-             "medians over alternating rounds, so machine noise of a few percent either way remains).", "",
-             "| case | batch | steps timed | plain img/s | autofix img/s | ratio |", "|---|---:|---:|---:|---:|---:|"]
+             "medians over alternating rounds, so machine noise of a few percent either way remains). "
+             "Monitor overhead = time with the health monitor at its default cadence (a check every 20 steps) "
+             "over time without it, minus 1.", "",
+             "| case | batch | steps timed | plain img/s | autofix img/s | ratio | monitored img/s | monitor overhead |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['batch']} | {r['steps']} | {r['plain']:.1f} | {r['autofix']:.1f} | "
-                     f"{r['ratio']:.3f} |")
+                     f"{r['ratio']:.3f} | {r['monitored']:.1f} | {r['monitor_overhead']:+.1%} |")
     if amp_rows:
         lines += ["", "AMP: bf16 autocast + channels_last against fp32, same model and loop.", "",
                   "| method | batch | fp32 img/s | bf16+channels_last img/s | speed-up |", "|---|---:|---:|---:|---:|"]

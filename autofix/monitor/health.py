@@ -247,10 +247,12 @@ class HealthMonitor:
         net = nn.Sequential(*nets)
         eval_h = eval_z if eval_z is not None else eval_h
         bns = [mod for mod in net.modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
-        if not bns:
-            return {}
         x, n = self.buffer.views[0], len(self.buffer.views[0])
         b = min(batch_size, n)
+        if not bns or b == n:
+            # one training batch holds the whole buffer: no other grouping to compare with, and the
+            # batch statistics of that many images are not the small-batch problem this looks for
+            return {"bn/batch_consistency": 1.0}
         saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in bns]
         for bn in bns:
             bn.momentum = 0.0
@@ -258,13 +260,11 @@ class HealthMonitor:
         m = (n // b) * b
         xs = x[:m]
         in_order = torch.cat([net(xs[i:i + b]) for i in range(0, m, b)])
-        consistency = 1.0  # one batch holds the whole buffer: no other grouping to compare with
-        if m > b:
-            perm = torch.randperm(m, generator=torch.Generator().manual_seed(self.cfg.probe_seed)).to(x.device)
-            out = torch.cat([net(xs[perm[i:i + b]]) for i in range(0, m, b)])
-            regrouped = torch.empty_like(out)
-            regrouped[perm] = out
-            consistency = activations.train_eval_cosine(in_order, regrouped)
+        perm = torch.randperm(m, generator=torch.Generator().manual_seed(self.cfg.probe_seed)).to(x.device)
+        out = torch.cat([net(xs[perm[i:i + b]]) for i in range(0, m, b)])
+        regrouped = torch.empty_like(out)
+        regrouped[perm] = out
+        consistency = activations.train_eval_cosine(in_order, regrouped)
         net.eval()
         for bn, momentum, tracked in saved:
             bn.momentum = momentum
@@ -274,7 +274,11 @@ class HealthMonitor:
 
     def _record_activation(self, module, inputs, output) -> None:
         if self._capture:
-            self._acts.append((type(module), output.detach()))
+            out = output.detach()
+            if isinstance(module, nn.ReLU) and out.dim() > 2:
+                # a channel is silent for a sample when its max over positions is 0: keep (N, C) only
+                out = out.flatten(2).amax(dim=2)
+            self._acts.append((type(module), out))
 
     # ---- events ---------------------------------------------------------------------------------
     def emit(self, trainer, symptom: Symptom) -> None:
