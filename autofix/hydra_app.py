@@ -25,6 +25,19 @@ def _first_of_sweep(override: str) -> str:
     return f"{parsed.get_key_element()}={first}"
 
 
+def _check_syntax(overrides: list[str]) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_overrides([o])
+        except OverrideParseException as e:
+            detail = str(e).strip().splitlines()[0]
+            raise ConfigError(f"malformed override '{o}': {detail} (overrides look like key=value)") from None
+
+
 def compose(name: str, overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -39,6 +52,7 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False) -> 
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    _check_syntax(overrides)
     try:
         if multirun:
             overrides = [_first_of_sweep(o) for o in overrides]

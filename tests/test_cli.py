@@ -33,7 +33,8 @@ def one_error_line(result):
     ("optimizer.lr=-1", "optimizer.lr: -1.0 is out of range"),
     ("data=mnist", "unknown data 'mnist'; valid: cifar10, cifar100, digits, imagefolder, shapes"),
     ("augment.crop_scale=[0.9,0.1]", "augment.crop_scale: [0.9, 0.1] must be two numbers [low, high]"),
-    ("trainer.seed=[", "trainer.seed=["),
+    ("trainer.seed=[", "malformed override 'trainer.seed=['"),
+    ("trainer.seed", "malformed override 'trainer.seed'"),
 ])
 def test_config_mistakes_end_in_one_line(tmp_path, override, expected):
     line = one_error_line(autofix("run", "conf=vicreg", override, tmp_path=tmp_path))
@@ -53,7 +54,9 @@ def test_missing_dataset_path_is_one_line(tmp_path):
 
 def test_hydra_help_and_cfg_job(tmp_path):
     help_ = autofix("run", "conf=vicreg", "--help", tmp_path=tmp_path)
-    assert help_.returncode == 0 and "== Config groups ==" in help_.stdout and "optimizer: adamw, lars, sgd" in help_.stdout
+    assert help_.returncode == 0, help_.stderr
+    assert "autofix is powered by Hydra" in help_.stdout and "== Configuration groups ==" in help_.stdout
+    assert "optimizer: adamw, lars, sgd" in help_.stdout and "fault: batchnorm_tiny_batch" in help_.stdout
     cfg = autofix("run", "conf=byol", "--cfg", "job", "trainer.max_steps=7", tmp_path=tmp_path)
     assert cfg.returncode == 0, cfg.stderr
     assert "name: byol" in cfg.stdout and "max_steps: 7" in cfg.stdout and "tau_base: 0.99" in cfg.stdout
