@@ -15,7 +15,7 @@ from torch import nn
 from reference_models.augment import AugmentConfig, BatchAugment
 from reference_models.fields import bounded
 from reference_models.losses import masked_reconstruction, patchify
-from reference_models.methods.mae import MAE, random_mask
+from reference_models.methods.mae import MAE
 
 from . import activations, dynamics, geometry, method_metrics, optimization
 from .detectors import Detector, DetectorConfig, Symptom
@@ -141,7 +141,7 @@ class HealthMonitor:
                 self.emit(trainer, symptom)
 
     def measure(self, trainer) -> dict[str, float]:
-        model, step = trainer.model, trainer.step
+        model = trainer.model
         m: dict[str, float] = {}
         # loss and gradients over the window since the last check
         window = torch.stack(self.losses[-self.cfg.loss_window:]).tolist() if self.losses else []
@@ -153,7 +153,8 @@ class HealthMonitor:
         m["loss/oscillation"] = dynamics.oscillation(window)
         if self.grad_norms:
             gn = torch.stack(self.grad_norms[-self.cfg.every:]).tolist()
-            self.grad_history += gn
+            # the running median over the last 1000 steps: long runs must not pay for their whole past
+            self.grad_history = (self.grad_history + gn)[-1000:]
             median = float(torch.tensor(self.grad_history).nanmedian())
             m["grad/norm"] = gn[-1]
             m["grad/max_over_median"] = max(gn) / median if median > 0 else float("nan")
