@@ -105,9 +105,5 @@ def sincos_pos_embed(n_side: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = ["NORMS", "ACTIVATIONS", "INITS", "activation", "norm1d", "norm2d", "init_weights",
-           "DropPath", "sincos_pos_embed", "count_params"]
+           "DropPath", "sincos_pos_embed"]

@@ -38,10 +38,9 @@ class SSLMethod(nn.Module):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups: dict[str, list[nn.Parameter]] = {"backbone": list(self.backbone.parameters())}
         seen = {id(p) for p in groups["backbone"]}
-        for name in ("predictor",):
-            if hasattr(self, name):
-                groups[name] = [p for p in getattr(self, name).parameters() if id(p) not in seen]
-                seen |= {id(p) for p in groups[name]}
+        if hasattr(self, "predictor"):  # BYOL: optimisers may give it its own learning rate
+            groups["predictor"] = [p for p in self.predictor.parameters() if id(p) not in seen]
+            seen |= {id(p) for p in groups["predictor"]}
         groups["head"] = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
         return {k: v for k, v in groups.items() if v}
 
