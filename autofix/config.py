@@ -17,6 +17,7 @@ from reference_models.fields import FieldError, bounded, choice, pair
 from reference_models.fields import validate as validate_fields
 from reference_models.heads import HeadConfig
 from reference_models.methods import METHODS, BYOLConfig, MAEConfig, SimCLRConfig, VICRegConfig
+from reference_models.regularizers import RegularizersConfig
 
 from .errors import ConfigError
 from .monitor.health import MonitorConfig
@@ -140,6 +141,7 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    regularizers: RegularizersConfig = field(default_factory=RegularizersConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
 

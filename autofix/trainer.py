@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reference_models.regularizers import apply_regularizers
+
 from . import checkpoint as ckpt
 from .build import build_augment, build_model, load_data, pick_device
 from .config import RunConfig, flatten
@@ -111,7 +113,7 @@ class Trainer:
         for _ in range(t.accum_steps):
             views = self.views()
             with autocast:
-                out = self.model(views, progress)
+                out = apply_regularizers(self.model, views, self.model(views, progress), self.cfg.regularizers)
             self.scaler.scale(out.loss / t.accum_steps).backward()
         grad_norm = None
         if t.grad_clip > 0:

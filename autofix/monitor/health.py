@@ -30,6 +30,8 @@ class MonitorConfig:
     probe_size: int = bounded(128, 8)      # images in the fixed probe buffer
     probe_seed: int = 1234                 # the buffer's images and views (same for a parent and its children)
     loss_window: int = bounded(50, 4)      # steps over which loss dynamics are measured
+    knn_every: int = bounded(100, 0)       # steps between kNN probes on the validation split (0 = off);
+                                           # a multiple of `every`; overfitting is judged on these
     stop_on_symptom: bool = False          # end the run at the first symptom (the remediation loop sets this)
     detectors: dict[str, DetectorConfig] = field(default_factory=dict)
 
@@ -96,6 +98,7 @@ class HealthMonitor:
         self._acts: list[tuple[type, torch.Tensor]] = []
         self._capture = False
         self._train_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.best_knn, self.loss_at_best = float("-inf"), float("nan")
 
     # ---- hook interface -------------------------------------------------------------------------
     def on_start(self, trainer) -> None:
@@ -196,6 +199,14 @@ class HealthMonitor:
             m["act/saturated_mean"] = sum(sat) / len(sat)
         m.update(self._method_metrics(model, trainer, v1, v2, z1, z2))
         m.update(self._batchnorm_metrics(model, trainer.cfg.trainer.batch_size, h1, z1))
+        if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
+            # the probe falling from its best while the loss still improves is overfitting
+            knn, loss = trainer.probe()["probe/knn"], sum(window[-self.cfg.every:]) / max(len(window[-self.cfg.every:]), 1)
+            if knn > self.best_knn:
+                self.best_knn, self.loss_at_best = knn, loss
+            m["probe/knn"], m["probe/knn_drop"] = knn, self.best_knn - knn
+            # share of the loss removed since the best probe: > 0 while the pretext task still improves
+            m["probe/loss_gain_since_best"] = (self.loss_at_best - loss) / abs(self.loss_at_best or 1.0)
         model.train(was_training)
         return m
 
@@ -311,6 +322,9 @@ def build_monitor(cfg: MonitorConfig) -> list:
     from ..symptoms import catalog_ids
 
     ids = catalog_ids()
+    if cfg.knn_every % cfg.every:
+        raise ConfigError(f"monitor.knn_every: {cfg.knn_every} is not a multiple of monitor.every ({cfg.every}); "
+                          f"valid: 0 (off) or a multiple of {cfg.every}")
     for name, d in cfg.detectors.items():
         if d.symptom not in ids:
             raise ConfigError(f"monitor.detectors.{name}.symptom: {d.symptom!r} is not a symptom; "

@@ -1,0 +1,170 @@
+"""Auxiliary regularizers any method can switch on with a weight: the catalog's most frequent
+suggestion ("add a loss term") made executable. Each term is a pure function of embeddings (or of
+weights) with a known answer; `apply_regularizers` adds the weighted terms to a method's loss and
+reports each one unweighted, so a run logs them beside the method's own terms."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .fields import bounded, choice
+from .losses import covariance_term, variance_term
+from .methods.base import MethodOutput
+
+BRANCHES = ("encoder", "projector")
+
+
+# ---- the terms (pure functions) -------------------------------------------------------------------
+def uniformity_loss(z: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Wang & Isola (2020): log mean exp(-t ||u_i - u_j||^2) over distinct pairs of l2-normalised rows.
+    0 when every row is the same point; lower (negative) when the rows spread over the sphere."""
+    u = F.normalize(z.float(), dim=1)
+    sq = torch.pdist(u).pow(2)
+    return torch.logsumexp(-t * sq, dim=0) - torch.log(torch.tensor(float(sq.numel()), device=z.device))
+
+
+def entropy_loss(z: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Negative entropy of the batch-mean softmax over dimensions (the mean-entropy maximisation of
+    MSN / DINO-style prototypes): -log(D) when the batch uses every dimension equally, 0 when all
+    of it lands in one."""
+    p = F.softmax(z.float() / temperature, dim=1).mean(dim=0)
+    return (p * torch.log(p.clamp_min(1e-12))).sum()
+
+
+def orthogonality_loss(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Soft orthogonality (Bansal et al. 2018): mean over matrices of ||W W^T - I||_F^2 / rows, taken on
+    the side with fewer rows. 0 for matrices with orthonormal rows (or columns)."""
+    total = None
+    for w in weights:
+        w = w.float().flatten(1)
+        if w.shape[0] > w.shape[1]:
+            w = w.T
+        gram = w @ w.T
+        err = (gram - torch.eye(len(gram), device=w.device)).pow(2).sum() / len(gram)
+        total = err if total is None else total + err
+    return total / len(weights) if weights else torch.zeros(())
+
+
+def feature_norm_loss(z: torch.Tensor, target: float = 0.0) -> torch.Tensor:
+    """Mean squared distance of each row's l2 norm from `target` (0: a plain feature-norm penalty)."""
+    return (z.float().norm(dim=1) - target).pow(2).mean()
+
+
+def consistency_loss(z: torch.Tensor, z_noisy: torch.Tensor) -> torch.Tensor:
+    """1 - mean cosine between embeddings of an input and of the same input with noise: 0 when the
+    noise changes no direction, 1 when the two are orthogonal."""
+    return 1.0 - F.cosine_similarity(z.float(), z_noisy.float(), dim=1).mean()
+
+
+def repulsion_loss(z: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cosine to the nearest other row: 1 when rows coincide, 0 when all are
+    orthogonal, so minimising it pushes each embedding away from its closest neighbour."""
+    u = F.normalize(z.float(), dim=1)
+    sim = u @ u.T
+    sim = sim - 2.0 * torch.eye(len(u), device=u.device)  # exclude self-similarity from the max
+    return sim.max(dim=1).values.mean()
+
+
+# ---- configuration --------------------------------------------------------------------------------
+@dataclass
+class BranchTerm:
+    weight: float = bounded(0.0, 0.0)          # 0 = off
+    on: str = choice("projector", BRANCHES)    # which embedding it acts on (MAE has only the encoder)
+
+
+@dataclass
+class VarianceReg(BranchTerm):
+    gamma: float = bounded(1.0, 0.0)           # target std per dimension
+
+
+@dataclass
+class UniformityReg(BranchTerm):
+    t: float = bounded(2.0, 0.0)
+
+
+@dataclass
+class EntropyReg(BranchTerm):
+    temperature: float = bounded(0.1, 1e-4)
+
+
+@dataclass
+class FeatureNormReg(BranchTerm):
+    target: float = bounded(0.0, 0.0)
+
+
+@dataclass
+class ConsistencyReg(BranchTerm):
+    sigma: float = bounded(0.1, 0.0)           # std of the Gaussian input noise, in normalised units
+
+
+@dataclass
+class OrthogonalityReg:
+    weight: float = bounded(0.0, 0.0)          # on every linear layer of the projector (or predictor)
+
+
+@dataclass
+class RegularizersConfig:
+    variance: VarianceReg = field(default_factory=VarianceReg)
+    covariance: BranchTerm = field(default_factory=BranchTerm)
+    uniformity: UniformityReg = field(default_factory=UniformityReg)
+    entropy: EntropyReg = field(default_factory=EntropyReg)
+    orthogonality: OrthogonalityReg = field(default_factory=OrthogonalityReg)
+    feature_norm: FeatureNormReg = field(default_factory=FeatureNormReg)
+    consistency: ConsistencyReg = field(default_factory=ConsistencyReg)
+    repulsion: BranchTerm = field(default_factory=BranchTerm)
+
+    def active(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name).weight > 0]
+
+
+def _branch(out: MethodOutput, name: str, term: str) -> tuple[torch.Tensor, ...]:
+    if name in out.embeddings:
+        return out.embeddings[name]
+    if "encoder" in out.embeddings:  # a method without a projector (MAE): fall back to the encoder
+        return out.embeddings["encoder"]
+    raise ValueError(f"regularizers.{term}.on={name}: this method exposes no {name} embeddings")
+
+
+def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodOutput,
+                       cfg: RegularizersConfig) -> MethodOutput:
+    """`out` with the weighted active terms added to its loss and each term (unweighted) in `terms`
+    under `reg_<name>`. Terms over two views average the views."""
+    active = cfg.active()
+    if not active:
+        return out
+    loss, terms = out.loss, dict(out.terms)
+
+    def per_view(fn, zs):
+        return sum(fn(z) for z in zs) / len(zs)
+
+    for name in active:
+        c = getattr(cfg, name)
+        if name == "orthogonality":
+            heads = [m for m in (getattr(model, "projector", None), getattr(model, "predictor", None)) if m is not None]
+            ws = [mod.weight for h in heads for mod in h.modules() if isinstance(mod, nn.Linear)]
+            value = orthogonality_loss(ws)
+        else:
+            zs = _branch(out, c.on, name)
+            if name == "variance":
+                value = per_view(lambda z: variance_term(z.float(), c.gamma), zs)
+            elif name == "covariance":
+                value = per_view(lambda z: covariance_term(z.float()), zs)
+            elif name == "uniformity":
+                value = per_view(lambda z: uniformity_loss(z, c.t), zs)
+            elif name == "entropy":
+                value = per_view(lambda z: entropy_loss(z, c.temperature), zs)
+            elif name == "feature_norm":
+                value = per_view(lambda z: feature_norm_loss(z, c.target), zs)
+            elif name == "repulsion":
+                value = per_view(repulsion_loss, zs)
+            else:  # consistency: one more forward pass of the first view with Gaussian input noise
+                x = views[0]
+                h = model.backbone(x + c.sigma * torch.randn_like(x))
+                noisy = model.projector(h) if c.on == "projector" and hasattr(model, "projector") else h
+                value = consistency_loss(zs[0], noisy)
+        loss = loss + c.weight * value
+        terms[f"reg_{name}"] = value.detach()
+    return MethodOutput(loss, terms, out.embeddings)

@@ -1,0 +1,85 @@
+"""Regularizers on inputs whose answer is known, and their wiring into a method's loss."""
+import math
+
+import pytest
+import torch
+
+from reference_models.regularizers import (RegularizersConfig, apply_regularizers, consistency_loss,
+                                           entropy_loss, feature_norm_loss, orthogonality_loss,
+                                           repulsion_loss, uniformity_loss)
+
+
+def test_uniformity_zero_when_rows_coincide_and_negative_when_spread():
+    same = torch.ones(8, 4)
+    assert uniformity_loss(same).item() == pytest.approx(0.0, abs=1e-6)
+    # orthonormal rows: every pair at squared distance 2, so the loss is exactly -2t
+    eye = torch.eye(4)
+    assert uniformity_loss(eye, t=2.0).item() == pytest.approx(-4.0, abs=1e-5)
+
+
+def test_entropy_is_minus_log_d_for_a_balanced_batch_and_zero_for_one_dimension():
+    balanced = torch.eye(5) * 100.0          # each row puts all its mass on a different dimension
+    assert entropy_loss(balanced, temperature=1.0).item() == pytest.approx(-math.log(5), abs=1e-4)
+    one = torch.zeros(6, 5)
+    one[:, 2] = 100.0
+    assert entropy_loss(one, temperature=1.0).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_orthogonality_zero_for_orthonormal_rows_and_positive_otherwise():
+    q, _ = torch.linalg.qr(torch.randn(16, 16))
+    assert orthogonality_loss([q[:4]]).item() == pytest.approx(0.0, abs=1e-5)
+    assert orthogonality_loss([q[:, :4]]).item() == pytest.approx(0.0, abs=1e-5)  # tall: judged on columns
+    # all-ones 2x2: W W^T = [[2,2],[2,2]]; minus I -> [[1,2],[2,1]]; squared sum 10, over 2 rows = 5
+    assert orthogonality_loss([torch.ones(2, 2)]).item() == pytest.approx(5.0)
+
+
+def test_feature_norm_penalty():
+    z = torch.tensor([[3.0, 4.0], [0.0, 5.0]])   # norms 5 and 5
+    assert feature_norm_loss(z).item() == pytest.approx(25.0)
+    assert feature_norm_loss(z, target=5.0).item() == pytest.approx(0.0)
+
+
+def test_consistency_zero_for_same_direction_one_for_orthogonal():
+    z = torch.randn(10, 8)
+    assert consistency_loss(z, 3.0 * z).item() == pytest.approx(0.0, abs=1e-6)
+    a, b = torch.eye(4)[:2], torch.eye(4)[2:]
+    assert consistency_loss(a, b).item() == pytest.approx(1.0)
+
+
+def test_repulsion_one_for_identical_rows_zero_for_orthogonal():
+    assert repulsion_loss(torch.ones(5, 3)).item() == pytest.approx(1.0, abs=1e-6)
+    assert repulsion_loss(torch.eye(6)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_no_active_regularizer_leaves_the_output_untouched():
+    from reference_models.methods.base import MethodOutput
+    out = MethodOutput(torch.tensor(1.0), {"x": torch.tensor(1.0)}, {"projector": (torch.randn(4, 3),) * 2})
+    assert apply_regularizers(None, [], out, RegularizersConfig()) is out
+
+
+def test_regularizers_add_weighted_terms_and_gradients(compose_run):
+    from autofix.build import build_model
+    cfg = compose_run("simclr", "regularizers.uniformity.weight=0.5", "regularizers.repulsion.weight=2",
+                      "regularizers.orthogonality.weight=0.1", "regularizers.consistency.weight=1",
+                      "regularizers.variance.weight=3", "regularizers.variance.on=encoder")
+    assert cfg.regularizers.active() == ["variance", "uniformity", "orthogonality", "consistency", "repulsion"]
+    model = build_model(cfg, 3, 32)
+    views = [torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)]
+    torch.manual_seed(0)
+    plain = model(views, 0.0)
+    torch.manual_seed(0)
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers)
+    w = {"variance": 3, "uniformity": 0.5, "orthogonality": 0.1, "consistency": 1, "repulsion": 2}
+    expected = plain.loss + sum(w[k] * out.terms[f"reg_{k}"] for k in w)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.projector.parameters())
+
+
+def test_mae_regularizer_falls_back_to_the_encoder(compose_run):
+    from autofix.build import build_model
+    cfg = compose_run("mae", "regularizers.uniformity.weight=1")
+    model = build_model(cfg, 3, 32)
+    out = apply_regularizers(model, [torch.randn(8, 3, 32, 32)], model([torch.randn(8, 3, 32, 32)], 0.0),
+                             cfg.regularizers)
+    assert torch.isfinite(out.terms["reg_uniformity"])
