@@ -70,6 +70,7 @@ assert set(METHOD_SCHEMAS) == set(METHODS)
 class OptimizerConfig:
     name: str = choice("adamw", ("sgd", "adamw", "lars"))
     lr: float = bounded(1e-3, 0.0)
+    lr_scale: float = bounded(1.0, 0.0)  # multiplies lr: an intervention says "lower the lr" whatever the optimizer
     weight_decay: float = bounded(1e-4, 0.0)
     momentum: float = bounded(0.9, 0.0, 1.0)
     betas: list = pair([0.9, 0.999])

@@ -55,7 +55,7 @@ def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         decayed = [p for p in params if id(p) not in plain_ids]
         for ps, wd, adapt in ((decayed, cfg.weight_decay, True), (plain, 0.0, False)):
             if ps:
-                groups.append({"params": ps, "weight_decay": wd, "lr": cfg.lr * mult[part],
+                groups.append({"params": ps, "weight_decay": wd, "lr": cfg.lr * cfg.lr_scale * mult[part],
                                "lr_mult": mult[part], "lars": adapt, "part": part})
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)

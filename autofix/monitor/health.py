@@ -119,6 +119,14 @@ class HealthMonitor:
             if isinstance(m, ACTIVATION_TYPES):
                 m.register_forward_hook(self._record_activation)
         self.out_dir = Path(trainer.out_dir)
+        # feature norms before any training step: growth is judged against the architecture's own scale
+        was_training = model.training
+        model.eval()
+        h, z = _embed(model, self.buffer.views[0])
+        model.train(was_training)
+        self.init_norms = {"encoder": geometry.norm_stats(h)["mean"]}
+        if z is not None:
+            self.init_norms["projector"] = geometry.norm_stats(z)["mean"]
 
     def after_step(self, trainer, out) -> None:
         self.losses.append(out.loss.detach().float())
@@ -180,6 +188,9 @@ class HealthMonitor:
         m.update(_geometry("health/encoder", h1, h2))
         if z1 is not None:
             m.update(_geometry("health/projector", z1, z2))
+        for branch, init in self.init_norms.items():
+            now = m.get(f"health/{branch}/norm_mean", float("nan"))
+            m[f"health/{branch}/norm_growth"] = now / init if init > 0 else float("nan")
         # Views of the training batch against views of the reference augmentation: a large gap means the
         # run's own views are far easier to match than standard ones (the pretext task is too easy).
         for branch, key in (("encoder", "encoder"), ("projector", "projector")):

@@ -26,6 +26,7 @@ class BYOLConfig:
     tau_schedule: str = choice("cosine", TAU_SCHEDULES)  # cosine: tau rises to 1 by the end of training (BYOL); constant
     stop_grad: bool = True        # no gradient through the target branch
     use_predictor: bool = True
+    target_reset_every: int = bounded(0, 0)   # copy the online weights into the target every N steps (0 = never)
 
 
 def momentum_at(tau_base: float, progress: float, schedule: str) -> float:
@@ -47,6 +48,7 @@ class BYOL(TwoViewMethod):
         for p in list(self.target_backbone.parameters()) + list(self.target_projector.parameters()):
             p.requires_grad_(False)
         self.tau = momentum_at(cfg.tau_base, 0.0, cfg.tau_schedule)
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # optimizer steps taken, for resets
 
     def _target(self, x):
         if self.cfg.tau_base == 0.0:
@@ -66,8 +68,11 @@ class BYOL(TwoViewMethod):
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:
         self.tau = momentum_at(self.cfg.tau_base, progress, self.cfg.tau_schedule)
+        self.updates += 1
+        every = self.cfg.target_reset_every
+        reset = every > 0 and int(self.updates) % every == 0
         for online, target in ((self.backbone, self.target_backbone), (self.projector, self.target_projector)):
             for po, pt in zip(online.parameters(), target.parameters()):
-                pt.lerp_(po, 1.0 - self.tau)
+                pt.copy_(po) if reset else pt.lerp_(po, 1.0 - self.tau)
             for bo, bt in zip(online.buffers(), target.buffers()):
                 bt.copy_(bo)

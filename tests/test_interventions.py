@@ -1,0 +1,114 @@
+"""The intervention registry: every patch composes onto every method it claims, at its default and at
+the ends of its search space; malformed files fail at load time naming file and field."""
+import copy
+
+import pytest
+import yaml
+
+from autofix import interventions as I
+from autofix.config import to_run_config, validate
+from autofix.hydra_app import compose
+from autofix.symptoms import load_symptoms
+
+REGISTRY = I.load()
+CASES = [(iv.id, m) for iv in REGISTRY.values() for m in iv.methods]
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _set(cfg, key, value):
+    *parents, last = key.split(".")
+    for part in parents:
+        cfg = getattr(cfg, part)
+    setattr(cfg, last, tuple(value) if isinstance(getattr(cfg, last), tuple) else value)
+
+
+@pytest.mark.parametrize("iid,method", CASES, ids=[f"{i}-{m}" for i, m in CASES])
+def test_every_patch_composes_and_validates(iid, method):
+    """The default patch goes through Hydra and the schema exactly as a child's config will (unknown key
+    or bad value raises); the ends of the search space are checked against the same field validators."""
+    iv = REGISTRY[iid]
+    cfg = to_run_config(compose(method, iv.render()))
+    for override in iv.render():
+        key, value = override.split("=", 1)
+        assert _get(cfg, key) == _coerce(yaml.safe_load(value), _get(cfg, key)), override
+    for point in I.grid_points(iv)[1:]:
+        other = copy.deepcopy(cfg)
+        for override in iv.render(point):
+            key, value = override.split("=", 1)
+            _set(other, key, yaml.safe_load(value))
+        validate(other)
+
+
+def _coerce(value, like):
+    return tuple(value) if isinstance(like, tuple) else value
+
+
+def test_every_symptom_has_three_interventions_of_different_families():
+    for sid in load_symptoms():
+        families = {iv.family for iv in REGISTRY.values() if sid in iv.symptoms}
+        assert len(families) >= 3, f"{sid}: {sorted(families)}"
+
+
+def test_render_fills_placeholders_and_formats_values():
+    iv = REGISTRY["crop_stronger"]
+    assert iv.render() == ["augment.crop_scale=[0.14,1.0]"]
+    assert iv.render({"low": 0.1}) == ["augment.crop_scale=[0.1,1.0]"]
+    assert REGISTRY["vicreg_l2_normalize"].render() == ["method.normalize=true"]
+
+
+def test_candidates_and_applicable():
+    names = [iv.id for iv in I.candidates("complete_collapse", "byol")]
+    assert "predictor_on" in names and "vicreg_variance_weight" not in names
+    assert all("mae" in iv.methods for iv in I.applicable("mae"))
+
+
+def test_suggest_draws_inside_the_space():
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    iv = REGISTRY["grad_clip"]
+    for _ in range(5):
+        trial = study.ask()
+        v = iv.suggest(trial)["max_norm"]
+        assert 0.1 <= v <= 10.0
+        assert trial.params == {"grad_clip.max_norm": v}
+        study.tell(trial, 0.0)
+
+
+def _write(tmp_path, text, name="bad.yaml"):
+    (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a: [1,\n", "bad.yaml:2: malformed YAML"),
+    ("x:\n  summary: s\n  family: f\n  methods: [simclr]\n  symptoms: [nope]\n  patch: ['a=1']\n",
+     "bad.yaml: intervention 'x'.symptoms: unknown ['nope']"),
+    ("x:\n  summary: s\n  family: f\n  methods: [dino]\n  symptoms: []\n  patch: ['a=1']\n",
+     "intervention 'x'.methods"),
+    ("x:\n  summary: s\n  family: f\n  methods: [simclr]\n  symptoms: []\n  patch: ['a={v}']\n",
+     "placeholder(s) ['v'] have no entry in space"),
+    ("x:\n  summary: s\n  family: f\n  methods: [simclr]\n  symptoms: []\n  patch: ['a={v}']\n"
+     "  space:\n    v: {type: float, low: 1, high: 0.5, default: 0.7}\n", "space.v: need low < high"),
+    ("x:\n  summary: s\n  famly: f\n", "unknown field(s) ['famly']"),
+    ("x:\n  summary: s\n", "missing field 'family'"),
+])
+def test_malformed_intervention_files_name_file_and_field(tmp_path, text, message):
+    with pytest.raises(I.InterventionError, match=None) as exc:
+        I.load(_write(tmp_path, text))
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_unknown_intervention_lists_the_valid_ones():
+    with pytest.raises(I.InterventionError, match="unknown intervention 'nope'; valid: .*grad_clip"):
+        I.get("nope")
+
+
+def test_shipped_files_parse_as_plain_yaml():
+    for path in I.INTERVENTIONS_DIR.glob("*.yaml"):
+        assert isinstance(yaml.safe_load(path.read_text()), dict), path.name
