@@ -126,3 +126,32 @@ def _coverage(cat) -> int:
     from .links import coverage_table
     console.print(coverage_table(cat, _links()))
     return 0
+
+
+def interventions_main(args: list[str]) -> int:
+    """`python -m autofix interventions [list | show ID]`."""
+    from . import interventions as iv_mod
+
+    registry = iv_mod.load()
+    if not args or args[0] == "list":
+        table = Table("id", "family", "methods", "symptoms", "summary", box=None)
+        for iv in sorted(registry.values(), key=lambda v: (v.family, v.id)):
+            table.add_row(iv.id, iv.family, ",".join(iv.methods), ",".join(iv.symptoms), iv.summary)
+        console.print(table)
+        console.print(f"[dim]{len(registry)} interventions from {iv_mod.INTERVENTIONS_DIR}[/]")
+        return 0
+    if args[0] != "show" or len(args) != 2:
+        raise UserError("usage: python -m autofix interventions [list | show ID]")
+    iv = iv_mod.get(args[1], registry)
+    console.print(f"[bold]{iv.id}[/]: {iv.summary}  [dim]({iv.source})[/]")
+    console.print(f"family {iv.family}; methods {', '.join(iv.methods)}; targets {', '.join(iv.symptoms) or 'no symptom'}")
+    if iv.why:
+        console.print(f"why: {iv.why}")
+    console.print("patch at its defaults: " + " ".join(iv.render()))
+    for p in iv.space.values():
+        rng = f"{list(p.choices)}" if p.type == "categorical" else f"[{p.low}, {p.high}]{' log' if p.log else ''}"
+        console.print(f"  {p.name}: {p.type} {rng}, default {p.default}")
+    entries = _links().for_intervention(iv.id)
+    console.print(f"carries out {sum(len(v) for v in entries.values())} suggestions of {len(entries)} catalog entries: "
+                  + ", ".join(f"{e}.{'/'.join(map(str, ks))}" for e, ks in entries.items()))
+    return 0

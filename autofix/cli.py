@@ -16,6 +16,10 @@ USAGE = """usage: python -m autofix <command> [args]
 
 commands:
   run conf=NAME [overrides]   train an experiment from conf/NAME.yaml (Hydra overrides, --help, --cfg job, -m)
+  catalog list|show N|search TEXT|stats|coverage [catalog.path=FILE]
+                              read the failure catalog and what autofix detects and tries for each entry
+  interventions [list|show ID]
+                              the registry of config patches (interventions/*.yaml)
 
 experiments: {experiments}
 """
@@ -37,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "run":
             return run_command(rest)
-        raise UserError(f"unknown command {command!r}; valid: run")
+        if command == "catalog":
+            from .catalog_cli import main as catalog_main
+            return catalog_main(rest)
+        if command == "interventions":
+            from .catalog_cli import interventions_main
+            return interventions_main(rest)
+        raise UserError(f"unknown command {command!r}; valid: run, catalog, interventions")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

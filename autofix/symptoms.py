@@ -1,8 +1,9 @@
-"""The canonical symptoms (interventions/symptoms.yaml): id -> name, description, catalog entries."""
+"""The canonical symptoms (interventions/symptoms.yaml): id -> name and description. The catalog entries
+each one stands for are read from the catalog links (interventions/catalog_links/)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +20,6 @@ class SymptomInfo:
     id: str
     name: str
     description: str
-    catalog: tuple[int, ...] = field(default_factory=tuple)
 
 
 @lru_cache(maxsize=None)
@@ -34,11 +34,15 @@ def load_symptoms(path: str | None = None) -> dict[str, SymptomInfo]:
         raise ConfigError(f"{p}:{mark.line + 1 if mark else '?'}: malformed YAML") from None
     out = {}
     for sid, d in (raw or {}).items():
-        if not isinstance(d, dict) or not {"name", "catalog"} <= set(d):
-            raise ConfigError(f"{p}: symptom {sid!r} needs 'name' and 'catalog' fields")
-        out[sid] = SymptomInfo(sid, d["name"], d.get("description", ""), tuple(int(i) for i in d["catalog"]))
+        if not isinstance(d, dict) or "name" not in d:
+            raise ConfigError(f"{p}: symptom {sid!r} needs a 'name' field")
+        out[sid] = SymptomInfo(sid, d["name"], d.get("description", ""))
     return out
 
 
 def catalog_ids() -> dict[str, list[int]]:
-    return {k: list(v.catalog) for k, v in load_symptoms().items()}
+    """symptom id -> the catalog entries linked to it."""
+    from .links import load as load_links
+
+    linked = load_links()
+    return {sid: linked.for_symptom(sid) for sid in load_symptoms()}

@@ -153,16 +153,10 @@ def step_link(step: str) -> list[str] | str:
 
 
 def propose(cat) -> dict[int, dict]:
-    from autofix.symptoms import load_symptoms
-
-    seeded = {}
-    for sid, info in load_symptoms().items():
-        for i in info.catalog:
-            seeded.setdefault(i, []).append(sid)
     out = {}
     for e in cat.entries.values():
         head = " ".join((e.title, *e.symptoms)).lower()
-        symptoms = list(dict.fromkeys(seeded.get(e.id, []) + symptoms_of(head)))
+        symptoms = symptoms_of(head)
         out[e.id] = {"scope": scope_of(head), "symptoms": symptoms,
                      "steps": [step_link(s) for s in e.steps]}
     return out

@@ -313,7 +313,7 @@ class HealthMonitor:
         worst = max(symptom.evidence.items(), key=lambda kv: kv[1]["severity"])
         console.print(f"[bold red]symptom[/] {symptom.id} at step {symptom.step} (onset {symptom.onset}, "
                       f"severity {symptom.severity:.2f}): {worst[0]} = {worst[1]['value']:.4g} "
-                      f"{worst[1]['op']} {worst[1]['threshold']:.4g}; catalog {symptom.catalog_ids}")
+                      f"{worst[1]['op']} {worst[1]['threshold']:.4g}; catalog {_some(symptom.catalog_ids)}")
         trainer.tracker.set_tags({f"autofix.symptom.{symptom.id}": str(symptom.step)})
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "symptoms.jsonl"
@@ -322,6 +322,10 @@ class HealthMonitor:
         trainer.tracker.log_artifact(path)
         if self.cfg.stop_on_symptom:
             trainer.should_stop = True
+
+
+def _some(ids: list[int], n: int = 8) -> str:
+    return ", ".join(map(str, ids[:n])) + (f" ... ({len(ids)} entries)" if len(ids) > n else "")
 
 
 def build_monitor(cfg: MonitorConfig) -> list:
