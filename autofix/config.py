@@ -78,6 +78,7 @@ class OptimizerConfig:
     exclude_norm_bias: bool = True       # no weight decay (and no LARS adaptation) on norms and biases
     predictor_lr_mult: float = bounded(1.0, 0.0)
     head_lr_mult: float = bounded(1.0, 0.0)
+    layer_lr_decay: float = bounded(1.0, 0.0, 1.0)  # backbone block i of n gets decay^(n-1-i) x lr; 1 = off
     schedule: str = choice("cosine", ("cosine", "constant", "linear"))
     warmup_steps: int = bounded(0, 0)
     min_lr_ratio: float = bounded(0.0, 0.0, 1.0)
@@ -89,6 +90,7 @@ class TrainerConfig:
     batch_size: int = bounded(128, 2)
     accum_steps: int = bounded(1, 1)
     grad_clip: float = bounded(0.0, 0.0)      # max global grad norm; 0 = off
+    freeze_backbone_steps: int = bounded(0, 0)  # the backbone takes no update before this step (heads warm up)
     precision: str = choice("fp32", ("fp32", "bf16", "fp16"))   # autocast; fp16 uses a GradScaler
     channels_last: bool = False
     device: str = "auto"                      # auto = cuda when present, else cpu

@@ -18,7 +18,8 @@ from .symptoms import INTERVENTIONS_DIR, load_symptoms
 
 METHOD_NAMES = ("simclr", "byol", "vicreg", "mae")
 PARAM_TYPES = ("float", "int", "categorical")
-FIELDS = {"summary", "family", "methods", "symptoms", "patch", "space", "why"}
+FIELDS = {"summary", "family", "methods", "backbones", "symptoms", "patch", "space", "why"}
+BACKBONE_NAMES = ("tiny_convnet", "resnet18", "vit")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Files in interventions/ that hold other data than interventions.
 OTHER_FILES = {"symptoms.yaml", "catalog_links.yaml"}
@@ -60,6 +61,7 @@ class Intervention:
     space: dict[str, Param] = field(default_factory=dict)
     why: str = ""
     source: str = ""                       # the file it came from
+    backbones: tuple[str, ...] = BACKBONE_NAMES  # a ViT-only knob does nothing to a convnet
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self.space.items()}
@@ -72,8 +74,8 @@ class Intervention:
     def suggest(self, trial) -> dict[str, Any]:
         return {name: p.suggest(trial, self.id) for name, p in self.space.items()}
 
-    def applies_to(self, method: str) -> bool:
-        return method in self.methods
+    def applies_to(self, method: str, backbone: str | None = None) -> bool:
+        return method in self.methods and (backbone is None or backbone in self.backbones)
 
 
 def _format(v: Any) -> str:
@@ -143,6 +145,9 @@ def _intervention(source: Path, iid: str, spec: Any, symptoms: set[str]) -> Inte
     patch = spec["patch"]
     if not isinstance(patch, list) or not patch or not all(isinstance(o, str) and "=" in o for o in patch):
         raise InterventionError(f"{where}.patch: expected a list of Hydra overrides 'key=value'")
+    backbones = spec.get("backbones", list(BACKBONE_NAMES))
+    if not isinstance(backbones, list) or not backbones or set(backbones) - set(BACKBONE_NAMES):
+        raise InterventionError(f"{where}.backbones: {backbones!r}; valid: a list of {', '.join(BACKBONE_NAMES)}")
     space = {name: _param(where, name, p) for name, p in (spec.get("space") or {}).items()}
     used = {m for o in patch for m in _PLACEHOLDER.findall(o)}
     if used - set(space):
@@ -150,7 +155,7 @@ def _intervention(source: Path, iid: str, spec: Any, symptoms: set[str]) -> Inte
     if set(space) - used:
         raise InterventionError(f"{where}.space: {sorted(set(space) - used)} not used by any patch line")
     return Intervention(iid, str(spec["summary"]), str(spec["family"]), tuple(methods), tuple(targets),
-                        tuple(patch), space, str(spec.get("why", "")), source.name)
+                        tuple(patch), space, str(spec.get("why", "")), source.name, tuple(backbones))
 
 
 def load(folder: Path | str | None = None) -> dict[str, Intervention]:
@@ -186,16 +191,19 @@ def get(iid: str, registry: dict[str, Intervention] | None = None) -> Interventi
     return registry[iid]
 
 
-def candidates(symptom: str, method: str, registry: dict[str, Intervention] | None = None) -> list[Intervention]:
-    """The interventions that target `symptom` and apply to `method`, in id order."""
+def candidates(symptom: str, method: str, backbone: str | None = None,
+               registry: dict[str, Intervention] | None = None) -> list[Intervention]:
+    """The interventions that target `symptom` and apply to `method` (and `backbone`), in id order."""
     registry = registry if registry is not None else load()
-    return [iv for _, iv in sorted(registry.items()) if symptom in iv.symptoms and iv.applies_to(method)]
+    return [iv for _, iv in sorted(registry.items()) if symptom in iv.symptoms and iv.applies_to(method, backbone)]
 
 
-def applicable(method: str, registry: dict[str, Intervention] | None = None) -> list[Intervention]:
-    """Every intervention for `method`, whatever it targets: the random-baseline arm draws from these."""
+def applicable(method: str, backbone: str | None = None,
+               registry: dict[str, Intervention] | None = None) -> list[Intervention]:
+    """Every intervention for `method` (and `backbone`), whatever it targets: the random-baseline arm draws
+    from these."""
     registry = registry if registry is not None else load()
-    return [iv for _, iv in sorted(registry.items()) if iv.applies_to(method)]
+    return [iv for _, iv in sorted(registry.items()) if iv.applies_to(method, backbone)]
 
 
 def grid_points(iv: Intervention) -> list[dict[str, Any]]:

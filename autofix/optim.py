@@ -43,6 +43,21 @@ def _is_norm_or_bias(name: str, p: nn.Parameter) -> bool:
     return p.ndim <= 1 or name.endswith(".bias")
 
 
+def _by_depth(model, part: str, params: list, decay: float) -> list[tuple[float, list]]:
+    """Layer-wise lr decay: the backbone's top-level blocks, input first, get decay^(blocks - 1 - i) times
+    the lr, so early layers move least (as in BEiT/MAE fine-tuning). Other parts keep one group."""
+    if part != "backbone" or decay >= 1.0:
+        return [(1.0, params)]
+    blocks = [list(child.parameters()) for _, child in model.backbone.named_children()]
+    blocks = [b for b in blocks if b]
+    owner = {id(p): i for i, b in enumerate(blocks) for p in b}
+    by_block: dict[int, list] = {}
+    for p in params:
+        by_block.setdefault(owner.get(id(p), 0), []).append(p)  # direct parameters count as the first block
+    n = len(blocks)
+    return [(decay ** (n - 1 - i), ps) for i, ps in sorted(by_block.items())]
+
+
 def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """One param group per (part of the model) x (decayed or not); each group keeps `lr_mult` so the
     schedule scales every group by the same factor."""
@@ -50,13 +65,15 @@ def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     mult = {"backbone": 1.0, "head": cfg.head_lr_mult, "predictor": cfg.predictor_lr_mult}
     groups = []
     for part, params in model.param_groups().items():
-        plain = [p for p in params if cfg.exclude_norm_bias and _is_norm_or_bias(names.get(id(p), ""), p)]
-        plain_ids = {id(p) for p in plain}
-        decayed = [p for p in params if id(p) not in plain_ids]
-        for ps, wd, adapt in ((decayed, cfg.weight_decay, True), (plain, 0.0, False)):
-            if ps:
-                groups.append({"params": ps, "weight_decay": wd, "lr": cfg.lr * cfg.lr_scale * mult[part],
-                               "lr_mult": mult[part], "lars": adapt, "part": part})
+        for depth_mult, ps_part in _by_depth(model, part, params, cfg.layer_lr_decay):
+            plain = [p for p in ps_part if cfg.exclude_norm_bias and _is_norm_or_bias(names.get(id(p), ""), p)]
+            plain_ids = {id(p) for p in plain}
+            decayed = [p for p in ps_part if id(p) not in plain_ids]
+            m = mult[part] * depth_mult
+            for ps, wd, adapt in ((decayed, cfg.weight_decay, True), (plain, 0.0, False)):
+                if ps:
+                    groups.append({"params": ps, "weight_decay": wd, "lr": cfg.lr * cfg.lr_scale * m,
+                                   "lr_mult": m, "lars": adapt, "part": part})
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "adamw":

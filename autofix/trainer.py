@@ -113,9 +113,13 @@ class Trainer:
         for _ in range(t.accum_steps):
             views = self.views()
             with autocast:
-                out = apply_regularizers(self.model, views, self.model(views, progress), self.cfg.regularizers)
+                out = apply_regularizers(self.model, views, self.model(views, progress), self.cfg.regularizers,
+                                         self.step)
             self.scaler.scale(out.loss / t.accum_steps).backward()
         grad_norm = None
+        if self.step < t.freeze_backbone_steps:
+            for p in self.model.backbone.parameters():
+                p.grad = None  # no gradient, so no update and no weight decay either
         if t.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)

@@ -64,6 +64,7 @@ class AugmentConfig:
     blur_kernel: int = bounded(3, 1, 31)  # odd; sigma is drawn per sample
     solarize_p: float = bounded(0.0, 0.0, 1.0)
     solarize_threshold: float = bounded(0.5, 0.0, 1.0)
+    noise_std: float = bounded(0.0, 0.0, 1.0)  # additive Gaussian pixel noise on every view, clipped to [0, 1]
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
@@ -127,6 +128,7 @@ class BatchAugment(torch.nn.Module):
         self._do_solarize = cfg.solarize_p > 0
         self._any = (
             not self._crop_trivial or cfg.flip_p > 0 or self._do_jitter or self._do_gray or self._do_blur or self._do_solarize
+            or cfg.noise_std > 0
         )
         # Small constants cached per (device, dtype) so GPU calls don't re-upload them every step.
         self._consts: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
@@ -187,6 +189,9 @@ class BatchAugment(torch.nn.Module):
             thr = torch.where(u[:, _U_SOL] < cfg.solarize_p, thr, torch.full_like(thr, math.inf))
             flipped = torch.neg(y, out=_spare_for(y, spare)).add_(1.0)
             torch.where(y >= thr.view(n, 1, 1, 1), flipped, y, out=y)
+        if cfg.noise_std > 0:
+            noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            y.add_(noise, alpha=cfg.noise_std).clamp_(0.0, 1.0)
         return y.to(in_dtype)
 
     # -- geometry ---------------------------------------------------------------------------

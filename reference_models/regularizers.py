@@ -73,6 +73,7 @@ def repulsion_loss(z: torch.Tensor) -> torch.Tensor:
 class BranchTerm:
     weight: float = bounded(0.0, 0.0)          # 0 = off
     on: str = choice("projector", BRANCHES)    # which embedding it acts on (MAE has only the encoder)
+    ramp_steps: int = bounded(0, 0)            # the weight rises linearly from 0 over these steps; 0 = at once
 
 
 @dataclass
@@ -103,6 +104,7 @@ class ConsistencyReg(BranchTerm):
 @dataclass
 class OrthogonalityReg:
     weight: float = bounded(0.0, 0.0)          # on every linear layer of the projector (or predictor)
+    ramp_steps: int = bounded(0, 0)
 
 
 @dataclass
@@ -129,9 +131,9 @@ def _branch(out: MethodOutput, name: str, term: str) -> tuple[torch.Tensor, ...]
 
 
 def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodOutput,
-                       cfg: RegularizersConfig) -> MethodOutput:
+                       cfg: RegularizersConfig, step: int = 0) -> MethodOutput:
     """`out` with the weighted active terms added to its loss and each term (unweighted) in `terms`
-    under `reg_<name>`. Terms over two views average the views."""
+    under `reg_<name>`. Terms over two views average the views; `step` drives each weight's ramp."""
     active = cfg.active()
     if not active:
         return out
@@ -165,6 +167,7 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                 h = model.backbone(x + c.sigma * torch.randn_like(x))
                 noisy = model.projector(h) if c.on == "projector" and hasattr(model, "projector") else h
                 value = consistency_loss(zs[0], noisy)
-        loss = loss + c.weight * value
+        ramp = min(1.0, (step + 1) / c.ramp_steps) if c.ramp_steps else 1.0
+        loss = loss + ramp * c.weight * value
         terms[f"reg_{name}"] = value.detach()
     return MethodOutput(loss, terms, out.embeddings)

@@ -328,3 +328,13 @@ def test_cuda_matches_cpu_on_deterministic_ops():
     for c in (identity_config(), cfg(flip_p=1.0), cfg(gray_p=1.0), cfg(solarize_p=1.0)):
         aug = BatchAugment(c)
         torch.testing.assert_close(aug(x.cuda()).cpu(), aug(x))
+
+
+def test_gaussian_noise_is_seeded_and_stays_in_range():
+    cfg = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0,
+                        noise_std=0.1)
+    x = torch.full((4, 3, 8, 8), 0.5)
+    a = BatchAugment(cfg)(x, torch.Generator().manual_seed(0))
+    b = BatchAugment(cfg)(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert 0.05 < (a - x).std().item() < 0.15 and a.min() >= 0 and a.max() <= 1

@@ -74,3 +74,21 @@ def test_sincos_positions_are_distinct_and_bounded():
     pe = sincos_pos_embed(4, 16)
     assert pe.shape == (16, 16) and pe.abs().max() <= 1.0
     assert torch.cdist(pe, pe).fill_diagonal_(1.0).min() > 0.1
+
+
+@pytest.mark.parametrize("kw", [{"backbone": "vit", "pos_embed": "learned", "token_drop": 0.5},
+                                {"backbone": "vit", "pos_embed": "none"},
+                                {"weight_norm": "spectral"}, {"weight_norm": "weight"}])
+def test_backbone_knobs_build_and_train(kw):
+    from reference_models.backbones import BackboneConfig, build_backbone
+    net = build_backbone(BackboneConfig(width=16, **kw), 3, 32)
+    net.train()
+    out = net(torch.randn(4, 3, 32, 32))
+    out.sum().backward()
+    assert torch.isfinite(out).all()
+    if kw.get("pos_embed") == "learned":
+        assert net.pos_embed.grad is not None and net.pos_embed.requires_grad
+    if kw.get("pos_embed") == "none":
+        assert not net.pos_embed.any()
+    if "weight_norm" in kw:
+        assert any(hasattr(m, "parametrizations") for m in net.modules())

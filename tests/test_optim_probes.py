@@ -71,3 +71,16 @@ def test_linear_probe_separable_and_nan():
     x[0, 0] = float("nan")
     import math
     assert math.isnan(linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:]))
+
+
+def test_layer_lr_decay_gives_early_blocks_smaller_lrs(compose_run):
+    from autofix.build import build_model
+    from autofix.optim import build_optimizer
+    cfg = compose_run("vicreg", "optimizer.layer_lr_decay=0.5", "optimizer.exclude_norm_bias=false")
+    model = build_model(cfg, 3, 32)
+    opt = build_optimizer(model, cfg.optimizer)
+    backbone = sorted({g["lr_mult"] for g in opt.param_groups if g["part"] == "backbone"})
+    n = len([c for c in model.backbone.children() if list(c.parameters())])
+    assert backbone == sorted(0.5 ** k for k in range(n))
+    assert {g["lr_mult"] for g in opt.param_groups if g["part"] == "head"} == {1.0}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))

@@ -83,3 +83,14 @@ def test_mae_regularizer_falls_back_to_the_encoder(compose_run):
     out = apply_regularizers(model, [torch.randn(8, 3, 32, 32)], model([torch.randn(8, 3, 32, 32)], 0.0),
                              cfg.regularizers)
     assert torch.isfinite(out.terms["reg_uniformity"])
+
+
+def test_ramp_scales_the_weight_linearly():
+    from reference_models.methods.base import MethodOutput
+    cfg = RegularizersConfig()
+    cfg.repulsion.weight, cfg.repulsion.ramp_steps = 2.0, 10
+    z = torch.eye(4)
+    z[1] = z[0]  # nearest-neighbour cosine: rows 0 and 1 at 1, rows 2 and 3 at 0 -> repulsion 0.5
+    out = MethodOutput(torch.tensor(0.0), {}, {"projector": (z, z)})
+    assert apply_regularizers(None, [], out, cfg, step=4).loss.item() == pytest.approx(2.0 * 0.5 * 5 / 10)
+    assert apply_regularizers(None, [], out, cfg, step=50).loss.item() == pytest.approx(2.0 * 0.5)

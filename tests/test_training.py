@@ -101,3 +101,14 @@ def test_hooks_see_every_step_and_can_stop_the_run(compose_run, tmp_path):
     summary = Trainer(compose_run("simclr", "trainer.max_steps=20"), tmp_path / "hook", hooks=[hook]).fit()
     assert hook.calls == ["start", 1, 2, 3, 4, 5, "end"]
     assert summary["steps"] == 5
+
+
+def test_frozen_backbone_takes_no_update_while_heads_do(compose_run, tmp_path):
+    from autofix.trainer import Trainer
+    cfg = compose_run("vicreg", "trainer.freeze_backbone_steps=3", "trainer.max_steps=3", "probe.at_start=false")
+    trainer = Trainer(cfg, tmp_path / "frozen")
+    before = [p.detach().clone() for p in trainer.model.backbone.parameters()]
+    head = [p.detach().clone() for p in trainer.model.projector.parameters()]
+    trainer.train_loop()
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.backbone.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(head, trainer.model.projector.parameters()))

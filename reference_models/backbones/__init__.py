@@ -29,21 +29,40 @@ class BackboneConfig:
     patch_size: int = bounded(4, 1)        # ViT only
     heads: int = bounded(4, 1)             # ViT only
     mlp_ratio: float = bounded(4.0, 0.25)  # ViT only
+    pos_embed: str = choice("sincos", ("sincos", "learned", "none"))  # ViT only
+    token_drop: float = bounded(0.0, 0.0, 0.9)   # ViT only: share of patch tokens dropped per image in training
+    weight_norm: str = choice("none", ("none", "weight", "spectral"))  # reparametrise every conv/linear weight
 
 
 def build_backbone(cfg: BackboneConfig, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     """Every backbone returns pooled features of size `.out_dim` from forward(x)."""
     if cfg.backbone == "tiny_convnet":
-        return TinyConvNet(in_channels, cfg.width, cfg.depth, cfg.norm, cfg.activation, cfg.init,
-                           cfg.dropout, cfg.drop_path, cfg.residual)
-    if cfg.backbone == "resnet18":
-        return CifarResNet(in_channels, cfg.width, cfg.depth, cfg.norm, cfg.activation, cfg.init,
-                           cfg.dropout, cfg.drop_path, cfg.residual)
-    if cfg.backbone == "vit":
-        return VisionTransformer(in_channels, image_size, cfg.patch_size, cfg.width, cfg.depth, cfg.heads,
-                                 cfg.mlp_ratio, cfg.norm, cfg.activation, cfg.init, cfg.dropout,
-                                 cfg.drop_path, cfg.residual)
-    raise ValueError(f"unknown backbone {cfg.backbone!r}; valid: {', '.join(BACKBONES)}")
+        net = TinyConvNet(in_channels, cfg.width, cfg.depth, cfg.norm, cfg.activation, cfg.init,
+                          cfg.dropout, cfg.drop_path, cfg.residual)
+    elif cfg.backbone == "resnet18":
+        net = CifarResNet(in_channels, cfg.width, cfg.depth, cfg.norm, cfg.activation, cfg.init,
+                          cfg.dropout, cfg.drop_path, cfg.residual)
+    elif cfg.backbone == "vit":
+        net = VisionTransformer(in_channels, image_size, cfg.patch_size, cfg.width, cfg.depth, cfg.heads,
+                                cfg.mlp_ratio, cfg.norm, cfg.activation, cfg.init, cfg.dropout,
+                                cfg.drop_path, cfg.residual, cfg.pos_embed, cfg.token_drop)
+    else:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; valid: {', '.join(BACKBONES)}")
+    return reparametrize(net, cfg.weight_norm)
+
+
+def reparametrize(net: nn.Module, kind: str) -> nn.Module:
+    """Weight normalisation (Salimans & Kingma 2016) or spectral normalisation (Miyato et al. 2018) on
+    every conv and linear weight: the catalog's suggestion for noisy or exploding weights."""
+    if kind == "none":
+        return net
+    from torch.nn.utils import parametrizations
+
+    wrap = parametrizations.weight_norm if kind == "weight" else parametrizations.spectral_norm
+    for module in list(net.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            wrap(module, "weight")
+    return net
 
 
 __all__ = ["BACKBONES", "BackboneConfig", "build_backbone", "TinyConvNet", "CifarResNet", "VisionTransformer"]

@@ -40,7 +40,8 @@ class VisionTransformer(nn.Module):
     """BatchNorm makes no sense over tokens: norm='batch' falls back to LayerNorm here."""
 
     def __init__(self, in_channels=3, image_size=32, patch_size=4, dim=192, depth=6, heads=3, mlp_ratio=4.0,
-                 norm="layer", act="gelu", init="default", dropout=0.0, drop_path=0.0, residual=True):
+                 norm="layer", act="gelu", init="default", dropout=0.0, drop_path=0.0, residual=True,
+                 pos_embed="sincos", token_drop=0.0):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
@@ -51,7 +52,13 @@ class VisionTransformer(nn.Module):
         self.num_patches = self.grid ** 2
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.register_buffer("pos_embed", sincos_pos_embed(self.grid, dim)[None], persistent=False)
+        self.token_drop = token_drop
+        if pos_embed == "learned":
+            self.pos_embed = nn.Parameter(sincos_pos_embed(self.grid, dim)[None].clone())  # starts at sin-cos
+        else:
+            table = sincos_pos_embed(self.grid, dim)[None]
+            self.register_buffer("pos_embed", table if pos_embed == "sincos" else torch.zeros_like(table),
+                                 persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual)
                                     for _ in range(max(depth, 1)))
         self.norm = norm1d(norm if norm != "batch" else "layer", dim)
@@ -71,5 +78,11 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patchify_embed(x)
+        if self.training and self.token_drop > 0:
+            # keep a random subset of patches per image (the same count for all, so the batch stays a tensor)
+            keep = max(1, int(round(self.num_patches * (1.0 - self.token_drop))))
+            idx = torch.rand(tokens.shape[:2], device=x.device).argsort(dim=1)[:, :keep]
+            tokens = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[2]))
         # Mean of patch tokens as the pooled feature: for MAE it probes better than the untrained class token.
-        return self.forward_tokens(self.patchify_embed(x))[:, 1:].mean(dim=1)
+        return self.forward_tokens(tokens)[:, 1:].mean(dim=1)
