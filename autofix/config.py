@@ -100,6 +100,11 @@ class TrainerConfig:
     ckpt_every: int = bounded(100, 0)         # 0 = no periodic checkpoints
     ckpt_keep: int = bounded(3, 1)
     resume: Optional[str] = None              # a checkpoint file or a run folder holding checkpoints/
+    fork: Optional[str] = None                # start a child run from this checkpoint: weights (those that
+                                              # fit), the step, optimizer moments when the optimizer is the
+                                              # same; hyperparameters and randomness from this config
+    stop_at: int = bounded(0, 0)              # end the run at this step (0 = max_steps); the schedule still
+                                              # follows max_steps, as in the run it was forked from
     progress: bool = True
     out_dir: Optional[str] = None             # default: Hydra's run folder
 

@@ -95,5 +95,10 @@ def lr_factor(step: int, max_steps: int, cfg: OptimizerConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
 
 
-def build_scheduler(optimizer, max_steps: int, cfg: OptimizerConfig):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, max_steps, cfg))
+def build_scheduler(optimizer, max_steps: int, cfg: OptimizerConfig, start_step: int = 0):
+    """Warm-up then decay over max_steps; `start_step` > 0 places a fresh scheduler mid-run (a forked child)."""
+    if start_step:
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, max_steps, cfg),
+                                             last_epoch=start_step - 1)

@@ -92,8 +92,11 @@ class Trainer:
         self.history: list[dict[str, float]] = []   # every logged row, for summaries and tests
         self.probes: dict[str, float] = {}
         self._resume_run_id = None
+        self.fork_info: dict = {}
         if t.resume:
             self.load(ckpt.find_checkpoint(t.resume))
+        elif t.fork:
+            self.fork_from(ckpt.find_checkpoint(t.fork))
 
     # ---- the step -------------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,8 +161,8 @@ class Trainer:
         t, p = self.cfg.trainer, self.cfg.probe
         window: dict[str, torch.Tensor] = {}
         window_steps, train_time = 0, 0.0
-        with TrainProgress(t.max_steps, self.step, t.progress) as bar:
-            while self.step < t.max_steps and not self.should_stop:
+        with TrainProgress(self.last_step, self.step, t.progress) as bar:
+            while self.step < self.last_step and not self.should_stop:
                 tic = time.perf_counter()
                 out, grad_norm = self.train_step()
                 train_time += time.perf_counter() - tic
@@ -169,7 +172,7 @@ class Trainer:
                     window[k] = window.get(k, 0.0) + v.float()
                 for hook in self.hooks:
                     hook.after_step(self, out)
-                if self.step % t.log_every == 0 or self.step == t.max_steps:
+                if self.step % t.log_every == 0 or self.step == self.last_step:
                     row = {f"loss/{k}": (v / window_steps).item() for k, v in window.items()}
                     row["train/lr"] = self.optimizer.param_groups[0]["lr"]
                     row["train/throughput"] = window_steps * t.batch_size * t.accum_steps / max(train_time, 1e-9)
@@ -180,7 +183,7 @@ class Trainer:
                     window, window_steps, train_time = {}, 0, 0.0
                 else:
                     bar.update(self.step)
-                if p.every and self.step % p.every == 0 and self.step < t.max_steps:
+                if p.every and self.step % p.every == 0 and self.step < self.last_step:
                     self.log(self.probe())
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
                     self.save()
@@ -207,9 +210,15 @@ class Trainer:
         return out
 
     # ---- checkpoints ----------------------------------------------------------------------------
+    @property
+    def last_step(self) -> int:
+        t = self.cfg.trainer
+        return min(t.stop_at, t.max_steps) if t.stop_at else t.max_steps
+
     def state_dict(self) -> dict:
         return {
             "step": self.step,
+            "optimizer_name": self.cfg.optimizer.name,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -232,6 +241,30 @@ class Trainer:
         ckpt.set_rng_state(state["rng"], self.generators)
         self.step = int(state["step"])
         self._resume_run_id = state.get("mlflow_run_id") or None
+
+    def fork_from(self, path: Path) -> None:
+        """Start as a child of the run that wrote `path`. Weights whose name and shape still fit are
+        loaded (a patch that changes the architecture re-initialises the rest, listed in fork_info);
+        optimizer moments carry over only for the same optimizer and grouping, and its hyperparameters
+        (lr, weight decay, betas, ...) always come from this run's config, the patched one. The data
+        order and augmentation follow this run's seed, so replicate children differ."""
+        state = ckpt.load(path)
+        own = self.model.state_dict()
+        fits = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
+        self.model.load_state_dict(fits, strict=False)
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        saved = state["optimizer"]
+        same = (state.get("optimizer_name", self.cfg.optimizer.name) == self.cfg.optimizer.name
+                and len(fits) == len(own)
+                and [len(g["params"]) for g in saved["param_groups"]] == [len(g["params"]) for g in self.optimizer.param_groups])
+        if same:
+            self.optimizer.load_state_dict(saved)
+            for group, hyper in zip(self.optimizer.param_groups, fresh):
+                group.update(hyper)
+        self.step = int(state["step"])
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.trainer.max_steps, self.cfg.optimizer, self.step)
+        self.fork_info = {"checkpoint": str(path), "step": self.step, "optimizer_state": same,
+                          "reinitialized": sorted(set(own) - set(fits))}
 
     # ---- tracking and summary -------------------------------------------------------------------
     def _start_tracking(self) -> None:

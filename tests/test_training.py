@@ -112,3 +112,36 @@ def test_frozen_backbone_takes_no_update_while_heads_do(compose_run, tmp_path):
     trainer.train_loop()
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.backbone.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(head, trainer.model.projector.parameters()))
+
+
+def test_fork_takes_weights_and_step_but_the_childs_hyperparameters(compose_run, tmp_path):
+    from autofix.trainer import Trainer
+    parent = Trainer(compose_run("vicreg", "trainer.max_steps=20", "trainer.ckpt_every=10"), tmp_path / "parent")
+    parent.fit()
+    ckpt = parent.ring.path(10)
+    child_cfg = compose_run("vicreg", "trainer.max_steps=20", f"trainer.fork={ckpt}", "trainer.stop_at=15",
+                            "optimizer.lr_scale=0.1", "trainer.seed=7")
+    child = Trainer(child_cfg, tmp_path / "child")
+    assert child.step == 10 and child.fork_info["optimizer_state"] and not child.fork_info["reinitialized"]
+    saved = torch.load(ckpt, weights_only=True)["model"]
+    assert all(torch.equal(v, child.model.state_dict()[k]) for k, v in saved.items())
+    # the lr follows the child's config (a tenth of the parent's) at the parent's point in the schedule
+    assert child.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * parent_lr_at(parent, 10), rel=1e-6)
+    child.train_loop()
+    assert child.step == 15
+
+
+def parent_lr_at(trainer, step):
+    from autofix.optim import lr_factor
+    return trainer.cfg.optimizer.lr * lr_factor(step, trainer.cfg.trainer.max_steps, trainer.cfg.optimizer)
+
+
+def test_fork_with_a_new_architecture_reinitializes_what_no_longer_fits(compose_run, tmp_path):
+    from autofix.trainer import Trainer
+    parent = Trainer(compose_run("vicreg", "trainer.max_steps=10", "trainer.ckpt_every=10"), tmp_path / "p")
+    parent.fit()
+    child = Trainer(compose_run("vicreg", "trainer.max_steps=20", f"trainer.fork={parent.ring.path(10)}",
+                                "model.projector.hidden_dim=64", "optimizer.name=sgd"), tmp_path / "c")
+    assert child.step == 10 and not child.fork_info["optimizer_state"]
+    assert any(k.startswith("projector") for k in child.fork_info["reinitialized"])
+    assert not any(k.startswith("backbone") for k in child.fork_info["reinitialized"])
