@@ -21,6 +21,7 @@ from reference_models.regularizers import RegularizersConfig
 
 from .errors import ConfigError
 from .monitor.health import MonitorConfig
+from .remediate.config import LauncherConfig, RemediationConfig
 
 
 @dataclass
@@ -126,6 +127,8 @@ class TrackingConfig:
     uri: Optional[str] = None                 # default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
     experiment: str = "autofix"
     run_name: Optional[str] = None
+    parent_run_id: Optional[str] = None       # nest this run under another (the remediation loop's children)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +153,8 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     regularizers: RegularizersConfig = field(default_factory=RegularizersConfig)
+    remediation: RemediationConfig = field(default_factory=RemediationConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
 
 

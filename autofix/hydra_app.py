@@ -3,6 +3,7 @@ the command line to Hydra's own main, which owns --help, --cfg, --multirun and t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -88,6 +89,19 @@ def task(cfg: DictConfig) -> None:
 
     try:
         run_cfg = to_run_config(cfg)
+        if run_cfg.remediation.enabled:
+            # the monitored parent, and child runs when it shows a symptom; a rerun resumes its folder
+            from .remediate.run import run_experiment, run_folder
+
+            hc = HydraConfig.get()
+            folder = Path(run_cfg.trainer.out_dir) if run_cfg.trainer.out_dir else run_folder(run_cfg)
+            done = run_experiment(run_cfg, hc.job.config_name, list(hc.overrides.task), folder)
+            print_summary(done["parent"])
+            for symptom, res in done["remediated"].items():
+                print(f"{symptom}: verdicts in {res['table']}")
+            if done["symptoms"] and not done["remediated"]:
+                print(f"symptoms: {', '.join(done['symptoms'])} (no remediation ran)")
+            return
         out_dir = run_cfg.trainer.out_dir or HydraConfig.get().runtime.output_dir
         trainer = Trainer(run_cfg, out_dir, hooks=build_monitor(run_cfg.monitor), config_text=OmegaConf.to_yaml(cfg))
         summary = trainer.fit()

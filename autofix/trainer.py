@@ -270,9 +270,10 @@ class Trainer:
     def _start_tracking(self) -> None:
         c = self.cfg
         run_name = c.tracking.run_name or f"{c.name}-{c.method.name}-{c.data.name}"
-        tags = {"autofix.method": c.method.name, "autofix.data": c.data.name, "autofix.out_dir": str(self.out_dir)}
+        tags = {"autofix.method": c.method.name, "autofix.data": c.data.name, "autofix.out_dir": str(self.out_dir),
+                **c.tracking.tags}
         resume_id = self._resume_run_id if self._resume_run_id and self._run_exists(self._resume_run_id) else None
-        self.tracker.start(run_name, flatten(c), tags, run_id=resume_id)
+        self.tracker.start(run_name, flatten(c), tags, run_id=resume_id, parent_run_id=c.tracking.parent_run_id)
         if self.config_text and resume_id is None:
             self.tracker.log_text(self.config_text, "config.yaml")
 

@@ -71,6 +71,8 @@ class Detector:
         self.streak, self.streak_start = 0, None
         self.baseline: dict[str, float] = {}
         self.fired: Symptom | None = None
+        self.last_hit: bool | None = None    # the condition at the latest check it was judged (None: not yet)
+        self.last_severity = 0.0
 
     def applies_to(self, method: str) -> bool:
         return self.cfg.enabled and method in self.cfg.methods
@@ -107,6 +109,8 @@ class Detector:
         if result is None:
             return None
         hit, evidence = result
+        self.last_hit = hit
+        self.last_severity = max((e["severity"] for e in evidence.values() if e["hit"]), default=0.0)
         if not hit:
             self.streak, self.streak_start = 0, None
             if self.fired is not None and self.fired.resolved_at is None:

@@ -99,6 +99,7 @@ class HealthMonitor:
         self._capture = False
         self._train_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.best_knn, self.loss_at_best = float("-inf"), float("nan")
+        self.last_metrics: dict[str, float] = {}
 
     # ---- hook interface -------------------------------------------------------------------------
     def on_start(self, trainer) -> None:
@@ -146,6 +147,7 @@ class HealthMonitor:
         with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
             metrics = self.measure(trainer)
         trainer.log(metrics)
+        self.last_metrics = metrics
         for det in self.detectors:
             symptom = det.check(trainer.step, metrics, trainer.step / trainer.cfg.trainer.max_steps)
             if symptom is not None:
@@ -304,6 +306,15 @@ class HealthMonitor:
                 # a channel is silent for a sample when its max over positions is 0: keep (N, C) only
                 out = out.flatten(2).amax(dim=2)
             self._acts.append((type(module), out))
+
+    def state(self, symptom: str) -> tuple[bool, float]:
+        """Whether `symptom`'s condition held at the latest check (any of its detectors), and how badly."""
+        dets = [d for d in self.detectors if d.cfg.symptom == symptom]
+        return (any(bool(d.last_hit) for d in dets), max((d.last_severity for d in dets if d.last_hit), default=0.0))
+
+    def healthy(self) -> bool:
+        """No detector's condition held at the latest check."""
+        return not any(d.last_hit for d in self.detectors)
 
     # ---- events ---------------------------------------------------------------------------------
     def emit(self, trainer, symptom: Symptom) -> None:

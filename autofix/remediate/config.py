@@ -1,0 +1,48 @@
+"""Settings of the remediation loop (conf/remediation/) and of the engine that runs children (conf/launcher/)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from reference_models.fields import bounded, choice
+
+LAUNCHERS = ("local", "submitit_local", "slurm")
+
+
+@dataclass
+class RemediationConfig:
+    enabled: bool = True                   # when a symptom fires, try fixes as child runs
+    symptoms: str = choice("first", ("first", "all"))   # remediate the first symptom, or each that fired
+    fork: str = choice("last_healthy", ("last_healthy", "onset", "scratch"))
+    parent: str = choice("stop", ("stop", "continue"))  # stop the parent at the symptom, or let it finish
+    budget_steps: int = bounded(100, 1)    # steps each child trains from the fork point
+    seeds: int = bounded(2, 1)             # replicate children per arm and configuration
+    extra_trials: int = bounded(2, 0)      # configurations the sampler picks after every candidate ran at its defaults
+    candidates: list[str] = field(default_factory=list)  # only these interventions (empty = every one that fits)
+    random_arm: bool = True                # a child with a patch drawn from all applicable interventions
+    sampler: str = choice("tpe", ("tpe", "random"))
+    pruner: str = choice("median", ("median", "halving", "none"))   # applies to sampler-chosen trials only
+    storage: Optional[str] = None          # Optuna storage: none = SQLite in the run folder; "journal" = a
+                                           # journal file there (shared file systems); or any RDB URL
+    knn_every: int = bounded(20, 1)        # children probe kNN this often (the pruner's intermediate values)
+    confidence: float = bounded(0.95, 0.5, 0.999)
+    seed: int = 0                          # the sampler's and the random arm's draws
+
+
+@dataclass
+class LauncherConfig:
+    name: str = choice("local", LAUNCHERS)
+    max_parallel: int = bounded(0, 0)      # children at once; 0 = one per CPU core (one per GPU on a GPU box)
+    threads_per_child: int = bounded(1, 1)
+    timeout_min: int = bounded(60, 1)      # a child running longer is cancelled and counted as failed
+    poll_s: float = bounded(0.5, 0.05)
+    # SLURM (launcher=slurm)
+    partition: Optional[str] = None
+    time_min: int = bounded(60, 1)
+    gpus_per_child: int = bounded(0, 0)
+    cpus_per_child: int = bounded(1, 1)
+    mem_gb: float = bounded(4.0, 0.1)
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    job_prefix: str = "autofix"
+    sbatch_args: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,392 @@
+"""The remediation loop for one experiment folder.
+
+parent run (monitored; stops at its first symptom) -> fork point (a pinned checkpoint) -> one Optuna
+study per symptom: control and random-patch arms and every candidate at its defaults are enqueued, then
+the sampler picks `extra_trials` configurations; each trial is one child on one seed -> verdicts.
+Everything lives in the folder (parent/, children/, optuna.db, remediation.json), so running the same
+command again after a crash or a kill picks up where it stopped."""
+from __future__ import annotations
+
+import json
+import math
+import random as pyrandom
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..progress import console
+from . import verdict as V
+from .launchers import DONE, FAILED, RUNNING, build_launcher
+from .spec import ChildSpec, merge_overrides
+
+CONTROL, RANDOM, TREATMENT = "control", "random", "treatment"
+
+
+class ForkPoints:
+    """A trainer hook beside the monitor: keeps the checkpoints a child may fork from (step 0, the last
+    check where no detector's condition held, and each symptom's onset) out of the ring's rotation."""
+
+    def __init__(self, monitor):
+        self.monitor = monitor
+        self.healthy: list[int] = []
+
+    def on_start(self, trainer) -> None:
+        if trainer.step == 0:
+            trainer.ring.pin(0)
+            trainer.save()
+
+    def after_step(self, trainer, out) -> None:
+        if trainer.step % self.monitor.cfg.every:
+            return
+        for e in self.monitor.events:
+            trainer.ring.pin(e.onset)
+        if self.monitor.healthy() and not self.monitor.events:  # after a symptom the fork point stays put
+            previous = self.healthy[-1] if self.healthy else 0
+            self.healthy.append(trainer.step)
+            trainer.ring.pin(trainer.step)
+            if previous:  # step 0 stays pinned for fork=scratch
+                trainer.ring.pinned.discard(previous)
+
+    def on_end(self, trainer) -> None:
+        pass
+
+
+# ---- storage ----------------------------------------------------------------------------------------
+def storage_for(cfg: RunConfig, folder: Path):
+    """Optuna storage: SQLite in the run folder, a journal file there (for shared file systems), or a URL."""
+    import optuna
+
+    url = cfg.remediation.storage
+    if url in (None, "", "sqlite"):
+        return f"sqlite:///{folder / 'optuna.db'}"
+    if url == "journal":
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    return optuna.storages.RDBStorage(url)
+
+
+def _sampler(cfg: RunConfig):
+    import optuna
+
+    r = cfg.remediation
+    if r.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=r.seed)
+    return optuna.samplers.TPESampler(seed=r.seed, n_startup_trials=1)
+
+
+def _pruner(cfg: RunConfig):
+    import optuna
+
+    name = cfg.remediation.pruner
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+# ---- the loop ---------------------------------------------------------------------------------------
+class Orchestrator:
+    def __init__(self, cfg: RunConfig, experiment: str, overrides: list[str], folder: Path):
+        from .. import interventions
+
+        self.cfg, self.experiment, self.folder = cfg, experiment, Path(folder)
+        self.parent_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "remediation", "launcher"))]
+        self.registry = interventions.load()
+        r = cfg.remediation
+        unknown = [c for c in r.candidates if c not in self.registry]
+        if unknown:
+            raise ConfigError(f"remediation.candidates: unknown intervention(s) {unknown}; valid: "
+                              f"{', '.join(sorted(self.registry))}")
+        if r.knn_every % cfg.monitor.every:
+            raise ConfigError(f"remediation.knn_every: {r.knn_every} is not a multiple of monitor.every "
+                              f"({cfg.monitor.every})")
+
+    # parent ----------------------------------------------------------------------------------------
+    def parent(self) -> dict:
+        """Train the parent (or resume it, or read it back when it already finished)."""
+        from ..monitor.health import build_monitor
+        from ..trainer import Trainer
+
+        record = self.folder / "parent.json"
+        if record.is_file():
+            return json.loads(record.read_text())
+        cfg = self.cfg
+        cfg.monitor.stop_on_symptom = cfg.remediation.enabled and cfg.remediation.parent == "stop"
+        cfg.trainer.ckpt_every = cfg.monitor.every  # every check leaves a checkpoint a child can fork from
+        cfg.trainer.ckpt_keep = max(cfg.trainer.ckpt_keep, 3)
+        cfg.tracking.tags = {**cfg.tracking.tags, "autofix.role": "parent"}
+        pdir = self.folder / "parent"
+        if (pdir / "checkpoints").is_dir() and any((pdir / "checkpoints").glob("step_*.pt")):
+            cfg.trainer.resume = str(pdir)  # a parent interrupted mid-training continues
+        hooks = build_monitor(cfg.monitor)
+        forks = ForkPoints(hooks[0]) if hooks else None
+        trainer = Trainer(cfg, pdir, hooks=hooks + ([forks] if forks else []))
+        summary = trainer.fit()
+        monitor = hooks[0] if hooks else None
+        events = [asdict(e) for e in monitor.events] if monitor else []
+        keep = ("probe/knn",) + tuple({r.metric for d in cfg.monitor.detectors.values() for r in d.rules})
+        history = [{k: v for k, v in row.items() if k == "step" or k in keep} for row in trainer.history]
+        out = {"summary": summary, "events": events, "healthy_steps": forks.healthy if forks else [],
+               "checkpoints": str(trainer.ring.folder), "history": [h for h in history if len(h) > 1],
+               "max_steps": cfg.trainer.max_steps}
+        record.write_text(json.dumps(out, indent=1, default=str))
+        return out
+
+    # one symptom -----------------------------------------------------------------------------------
+    def fork_step(self, parent: dict, event: dict) -> int:
+        mode = self.cfg.remediation.fork
+        if mode == "scratch":
+            return 0
+        if mode == "onset":
+            return int(event["onset"])
+        healthy = [s for s in parent["healthy_steps"] if s < event["onset"]]
+        return max(healthy) if healthy else 0
+
+    def candidates(self, symptom: str) -> list:
+        from .. import interventions
+
+        backbone = self.cfg.model.backbone
+        found = interventions.candidates(symptom, self.cfg.method.name, backbone, self.registry)
+        if self.cfg.remediation.candidates:
+            found = [iv for iv in found if iv.id in self.cfg.remediation.candidates]
+        return found
+
+    def remediate(self, parent: dict, event: dict) -> list[V.Verdict]:
+        import optuna
+        from optuna.trial import TrialState
+
+        from .. import interventions
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        r, symptom = self.cfg.remediation, event["id"]
+        fork = self.fork_step(parent, event)
+        ckpt = Path(parent["checkpoints"]) / f"step_{fork:08d}.pt"
+        if not ckpt.is_file():
+            raise ConfigError(f"no checkpoint at the fork point (step {fork}): {ckpt}")
+        cands = self.candidates(symptom)
+        pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry)
+        if not cands:
+            console.print(f"[yellow]no intervention targets {symptom} for {self.cfg.method.name}; nothing to try[/]")
+            return []
+        study = optuna.create_study(study_name=symptom, storage=storage_for(self.cfg, self.folder),
+                                    direction="maximize", sampler=_sampler(self.cfg), pruner=_pruner(self.cfg),
+                                    load_if_exists=True)
+        if not study.user_attrs.get("planned"):
+            self._plan(study, cands, pool, fork)
+        self._recover(study)
+        console.print(f"[bold]remediating {symptom}[/] from step {fork} ({r.fork}): {len(cands)} candidates x "
+                      f"{r.seeds} seeds, control{' and random' if r.random_arm else ''} arms, "
+                      f"{r.extra_trials} sampler trials; study in {self.folder}")
+        launcher = build_launcher(self.cfg.launcher, self.folder)
+        choices = [iv.id for iv in cands]
+        running: dict[int, tuple] = {}
+        try:
+            while True:
+                while len(running) < launcher.capacity:
+                    trial = self._next_trial(study, choices)
+                    if trial is None:
+                        break
+                    spec = self._spec(trial, symptom, fork, ckpt, parent)
+                    running[trial.number] = (trial, launcher.submit(spec), 0)
+                if not running:
+                    break
+                time.sleep(self.cfg.launcher.poll_s)
+                for number, (trial, job, seen) in list(running.items()):
+                    seen, pruned = self._report(study, trial, job, seen)
+                    running[number] = (trial, job, seen)
+                    state = RUNNING if not pruned else "pruned"
+                    if pruned:
+                        launcher.cancel(job)
+                    elif time.monotonic() - job.started > 60 * self.cfg.launcher.timeout_min:
+                        launcher.cancel(job)
+                        state = "timeout"
+                    else:
+                        state = launcher.poll(job)
+                    if state == RUNNING:
+                        continue
+                    del running[number]
+                    self._finish(study, trial, job, state, launcher)
+        finally:
+            for trial, job, _ in running.values():  # an exception or Ctrl-C: no child left behind
+                launcher.cancel(job)
+            launcher.close()
+        return self.verdicts(study)
+
+    def _plan(self, study, cands, pool, fork: int) -> None:
+        r = self.cfg.remediation
+        # One random patch, replicated on every seed like the treatments, so it is compared seed by seed.
+        rng = pyrandom.Random(r.seed)
+        iv = rng.choice(pool)
+        drawn = {name: _draw(p, rng) for name, p in iv.space.items()}
+        for s in range(r.seeds):
+            study.enqueue_trial({}, user_attrs={"role": CONTROL, "seed": s, "origin": "arm"})
+            if r.random_arm:
+                study.enqueue_trial({}, user_attrs={"role": RANDOM, "seed": s, "origin": "arm",
+                                                    "random_intervention": iv.id, "random_params": drawn})
+        for iv in cands:
+            fixed = {"intervention": iv.id, **{f"{iv.id}.{k}": v for k, v in iv.defaults().items()}}
+            for s in range(r.seeds):
+                study.enqueue_trial(fixed, user_attrs={"role": TREATMENT, "seed": s, "origin": "default",
+                                                       "config": f"{iv.id}:default"})
+        study.set_user_attr("planned", True)
+        study.set_user_attr("fork_step", fork)
+
+    def _recover(self, study) -> None:
+        """Trials left RUNNING by a killed orchestrator failed; queue them again (same arm, params, seed)."""
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "orchestrator interrupted; requeued")
+            study.tell(t.number, state=TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k != "fail_reason"})
+
+    def _next_trial(self, study, choices: list[str]):
+        from optuna.trial import TrialState
+
+        r = self.cfg.remediation
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            trial = study.ask()
+        else:
+            configs = {t.user_attrs.get("config") for t in study.get_trials(deepcopy=False)
+                       if t.user_attrs.get("origin") == "sampler"}
+            if len(configs) >= r.extra_trials:
+                return None
+            trial = study.ask()
+            trial.set_user_attr("role", TREATMENT)
+            trial.set_user_attr("seed", 0)
+            trial.set_user_attr("origin", "sampler")
+            trial.set_user_attr("config", f"sampler-{trial.number}")
+        if trial.user_attrs.get("role") == TREATMENT:
+            iid = trial.suggest_categorical("intervention", choices)
+            params = self.registry[iid].suggest(trial)
+            if trial.user_attrs.get("origin") == "sampler" and trial.user_attrs.get("seed") == 0:
+                for s in range(1, r.seeds):  # replicate the sampled configuration on the other seeds
+                    study.enqueue_trial(dict(trial.params), user_attrs={**trial.user_attrs, "seed": s})
+            trial.set_user_attr("params", params)
+        return trial
+
+    def _spec(self, trial, symptom: str, fork: int, ckpt: Path, parent: dict) -> ChildSpec:
+        from .. import links
+        from ..cli import CONF_DIR
+
+        ua, r, cfg = trial.user_attrs, self.cfg.remediation, self.cfg
+        role, seed = ua["role"], int(ua["seed"])
+        iid, params = None, {}
+        if role == TREATMENT:
+            iid, params = trial.params["intervention"], ua.get("params", {})
+        elif role == RANDOM:
+            iid, params = ua["random_intervention"], ua["random_params"]
+        patch = self.registry[iid].render(params) if iid else []
+        folder = self.folder / "children" / symptom / f"trial-{trial.number:04d}-{role}-s{seed}"
+        stop = min(fork + r.budget_steps, cfg.trainer.max_steps)
+        child = [f"trainer.fork={ckpt}", f"trainer.stop_at={stop}", f"trainer.seed={1000 + seed}",
+                 f"trainer.out_dir={folder}", "trainer.progress=false",
+                 f"trainer.threads={cfg.launcher.threads_per_child}", "trainer.ckpt_every=0",
+                 "monitor.stop_on_symptom=false", f"monitor.knn_every={r.knn_every}", "probe.at_start=false",
+                 "probe.linear=false", "remediation.enabled=false",
+                 f"tracking.enabled={str(cfg.tracking.enabled).lower()}",
+                 f"tracking.uri={self._tracking_uri()}", f"tracking.experiment={cfg.tracking.experiment}",
+                 f"tracking.run_name={role}-{iid or 'none'}-s{seed}"]
+        catalog = sorted(links.load().for_intervention(iid)) if iid else []
+        tags = {"autofix.role": role, "autofix.symptom": symptom, "autofix.intervention": iid or "",
+                "autofix.fork_step": str(fork), "autofix.seed": str(seed), "autofix.trial": str(trial.number),
+                "autofix.patch": " ".join(patch), "autofix.catalog_ids": ",".join(map(str, catalog))[:4900]}
+        return ChildSpec(trial.number, role, seed, symptom, self.experiment,
+                         merge_overrides(self.parent_overrides, patch, child), str(folder), iid, params, patch,
+                         parent["summary"].get("run_id"), tags, str(CONF_DIR))
+
+    def _tracking_uri(self) -> str:
+        from ..tracking import default_uri
+        return self.cfg.tracking.uri or default_uri()
+
+    def _report(self, study, trial, job, seen: int) -> tuple[int, bool]:
+        """Pass new intermediate kNN values to the trial; True when the pruner stops a sampler trial."""
+        path = job.spec.folder / "progress.jsonl"
+        if not path.is_file():
+            return seen, False
+        lines = path.read_text().splitlines()
+        pruned = False
+        for line in lines[seen:]:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break  # a line being written: read it next time
+            seen += 1
+            if row.get("knn") is not None:
+                trial.report(row["knn"], int(row["step"]))
+                if trial.user_attrs.get("origin") == "sampler" and trial.should_prune():
+                    pruned = True
+        return seen, pruned
+
+    def _finish(self, study, trial, job, state: str, launcher) -> None:
+        from optuna.trial import TrialState
+
+        name = f"trial {trial.number} ({trial.user_attrs['role']}, {job.spec.intervention or '-'}, seed {job.spec.seed})"
+        if state == DONE:
+            res = json.loads((job.spec.folder / "result.json").read_text())
+            for k in ("resolved", "severity", "steps", "seconds", "run_id"):
+                trial.set_user_attr(k, res.get(k))
+            trial.set_user_attr("folder", str(job.spec.folder))
+            knn = res.get("knn")
+            if knn is not None and math.isfinite(knn):
+                study.tell(trial, knn)
+                console.print(f"  {name}: kNN {knn:.3f}, "
+                              f"{'resolved' if res.get('resolved') else 'still ' + job.spec.symptom}")
+                return
+            state = "nonfinite"
+        if state == "pruned":
+        if state == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+            console.print(f"  {name}: pruned")
+            return
+        reason = {"timeout": f"timed out after {self.cfg.launcher.timeout_min} min",
+                  "nonfinite": "the child diverged: its features are not finite, so it has no kNN"}.get(state) \
+            or launcher.reason(job)
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("folder", str(job.spec.folder))
+        study.tell(trial, state=TrialState.FAIL)
+        console.print(f"  [red]{name}: failed[/]: {reason}")
+
+    # verdicts --------------------------------------------------------------------------------------
+    def verdicts(self, study) -> list[V.Verdict]:
+        control, random, arms = arms_from_trials(study.get_trials(deepcopy=False))
+        return [V.decide(name, arm, control, random if self.cfg.remediation.random_arm else None,
+                         self.cfg.remediation.confidence) for name, arm in sorted(arms.items())]
+
+
+def arms_from_trials(trials) -> tuple[V.Arm, V.Arm, dict[str, V.Arm]]:
+    """Per-seed results of the control, the random arm and each intervention at its defaults, from trials
+    (Optuna's FrozenTrial or anything with .state, .value, .user_attrs, .params)."""
+    from optuna.trial import TrialState
+
+    control, random, arms = V.Arm(), V.Arm(), {}
+    for t in trials:
+        ua = t.user_attrs
+        role = ua.get("role")
+        if role == TREATMENT and ua.get("origin") != "default":
+            continue
+        arm = control if role == CONTROL else random if role == RANDOM else arms.setdefault(t.params.get("intervention"), V.Arm())
+        seed = int(ua.get("seed", 0))
+        if t.state == TrialState.COMPLETE:
+            arm.knn[seed] = t.value
+            arm.resolved[seed] = bool(ua.get("resolved"))
+            arm.steps += int(ua.get("steps") or 0)
+            arm.seconds += float(ua.get("seconds") or 0)
+        elif t.state == TrialState.FAIL and "requeued" not in str(ua.get("fail_reason", "")):
+            arm.failed += 1
+    return control, random, arms
+
+
+def _draw(p, rng: pyrandom.Random):
+    if p.type == "categorical":
+        return rng.choice(list(p.choices))
+    if p.log:
+        value = math.exp(rng.uniform(math.log(p.low), math.log(p.high)))
+    else:
+        value = rng.uniform(p.low, p.high)
+    return int(round(value)) if p.type == "int" else value

@@ -1,0 +1,62 @@
+"""One experiment end to end: the parent, then (when it shows a symptom and remediation is on) the loop
+for each symptom to remediate. The run folder is chosen from the config, so the same command after a
+crash or a kill resumes in the same folder instead of starting over."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..config import RunConfig, flatten
+from ..progress import console
+
+# Settings that do not change what a run computes: they do not change its folder either.
+_NOT_IDENTITY = ("tracking.", "trainer.progress", "trainer.threads", "trainer.out_dir", "launcher.")
+
+
+def fingerprint(cfg: RunConfig) -> str:
+    items = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
+    return hashlib.sha1(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_folder(cfg: RunConfig, root: Path | str = "outputs") -> Path:
+    """outputs/<name>/<fingerprint>[-k]: the first such folder whose run did not finish, else a new one."""
+    base = Path(root) / cfg.name / fingerprint(cfg)
+    k = 1
+    while True:
+        folder = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        if not (folder / "done.json").is_file():
+            return folder
+        k += 1
+
+
+def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder: Path) -> dict:
+    from .orchestrator import Orchestrator
+    from .results import write
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "parent.json").is_file():
+        console.print(f"[bold]resuming[/] {folder}")
+    orch = Orchestrator(cfg, experiment, overrides, folder)
+    parent = orch.parent()
+    events = parent["events"]
+    done: dict = {"parent": parent["summary"], "symptoms": [e["id"] for e in events], "remediated": {}}
+    r = cfg.remediation
+    if events and r.enabled:
+        todo = events if r.symptoms == "all" else events[:1]
+        for event in todo:
+            verdicts = orch.remediate(parent, event)
+            if verdicts:
+                import optuna
+
+                from .orchestrator import storage_for
+                study = optuna.load_study(study_name=event["id"], storage=storage_for(cfg, folder))
+                uri = orch._tracking_uri() if cfg.tracking.enabled else None
+                files = write(folder, event["id"], study, verdicts, parent, r.random_arm, uri)
+                done["remediated"][event["id"]] = {"verdicts": {v.intervention: v.verdict for v in verdicts},
+                                                   "table": str(files["md"])}
+    elif events:
+        console.print("remediation is off (remediation.enabled=false): symptoms reported, no child launched")
+    (folder / "done.json").write_text(json.dumps(done, indent=1, default=str))
+    return done

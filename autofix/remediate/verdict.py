@@ -1,0 +1,137 @@
+"""Verdicts: did an intervention help, against the control and the random-patch arm? Pure functions of
+per-seed results, so the orchestrator and `autofix report` (reading MLflow) reach the same answer."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from scipy import stats
+
+HELPED, NO_EFFECT, HURT, INCOMPLETE = "helped", "no effect", "hurt", "incomplete"
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def excludes_zero_above(self) -> bool:
+        return self.n >= 2 and self.low > 0
+
+    def excludes_zero_below(self) -> bool:
+        return self.n >= 2 and self.high < 0
+
+    def __str__(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:+.3f} (n={self.n}, no interval)" if self.n else "n/a"
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+
+def paired_interval(a: dict[int, float], b: dict[int, float], confidence: float = 0.95) -> Interval:
+    """Student-t interval of the mean of a[s] - b[s] over the seeds both have. Children of one seed start
+    from the same checkpoint with the same data order, so the difference is paired by seed."""
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b)) if math.isfinite(a[s]) and math.isfinite(b[s])]
+    n = len(diffs)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    mean = sum(diffs) / n
+    if n == 1:
+        return Interval(mean, float("nan"), float("nan"), 1)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+@dataclass
+class Arm:
+    """Per-seed results of one arm (control, random, or one intervention's configuration)."""
+    knn: dict[int, float] = field(default_factory=dict)
+    resolved: dict[int, bool] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+    failed: int = 0
+
+    @property
+    def resolved_rate(self) -> float:
+        return sum(self.resolved.values()) / len(self.resolved) if self.resolved else float("nan")
+
+
+@dataclass
+class Verdict:
+    intervention: str
+    vs_control: Interval
+    vs_random: Interval
+    resolved_rate: float
+    verdict: str
+    n_seeds: int
+    steps: int
+    seconds: float
+    failed: int
+
+
+def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confidence: float = 0.95) -> Verdict:
+    """helped: the kNN gain over the control AND over the random arm has an interval above 0, and the symptom
+    is resolved in at least half the seeds. hurt: the change against the control has an interval below 0.
+    Otherwise no effect (or incomplete, with fewer than two seeds against the control)."""
+    vs_control = paired_interval(treatment.knn, control.knn, confidence)
+    vs_random = paired_interval(treatment.knn, random.knn, confidence) if random else Interval(float("nan"), float("nan"), float("nan"), 0)
+    rate = treatment.resolved_rate
+    if vs_control.n < 2:
+        verdict = INCOMPLETE
+    elif vs_control.excludes_zero_below():
+        verdict = HURT
+    elif (vs_control.excludes_zero_above() and (random is None or vs_random.excludes_zero_above())
+          and rate >= 0.5):
+        verdict = HELPED
+    else:
+        verdict = NO_EFFECT
+    return Verdict(name, vs_control, vs_random, rate, verdict, len(treatment.knn), treatment.steps,
+                   round(treatment.seconds, 1), treatment.failed)
+
+
+def table(verdicts: list[Verdict], control: Arm, random: Arm | None) -> list[dict]:
+    """Rows for markdown/HTML/terminal tables, best first."""
+    order = {HELPED: 0, NO_EFFECT: 1, INCOMPLETE: 2, HURT: 3}
+    rows = [{"intervention": "control (no patch)", "seeds": len(control.knn), "resolved": _rate(control.resolved_rate),
+             "kNN": _mean(control.knn), "vs control": "", "vs random": "", "verdict": "", "steps": control.steps,
+             "seconds": round(control.seconds, 1)}]
+    if random is not None:
+        rows.append({"intervention": "random patch", "seeds": len(random.knn), "resolved": _rate(random.resolved_rate),
+                     "kNN": _mean(random.knn), "vs control": str(paired_interval(random.knn, control.knn)),
+                     "vs random": "", "verdict": "", "steps": random.steps, "seconds": round(random.seconds, 1)})
+    for v in sorted(verdicts, key=lambda v: (order[v.verdict], -(v.vs_control.mean if math.isfinite(v.vs_control.mean) else -9))):
+        rows.append({"intervention": v.intervention, "seeds": v.n_seeds, "resolved": _rate(v.resolved_rate),
+                     "kNN": "", "vs control": str(v.vs_control), "vs random": str(v.vs_random),
+                     "verdict": v.verdict + (f" ({v.failed} failed)" if v.failed else ""), "steps": v.steps,
+                     "seconds": v.seconds})
+    return rows
+
+
+def _rate(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{100 * x:.0f}%"
+
+
+def _mean(d: dict[int, float]) -> str:
+    vals = [v for v in d.values() if math.isfinite(v)]
+    return f"{sum(vals) / len(vals):.3f}" if vals else "n/a"
+
+
+def markdown(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def html(rows: list[dict], title: str) -> str:
+    import html as h
+
+    keys = list(rows[0]) if rows else []
+    head = "".join(f"<th>{h.escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{h.escape(str(r[k]))}</td>" for k in keys) + "</tr>" for r in rows)
+    return (f"<html><head><meta charset='utf-8'><title>{h.escape(title)}</title></head><body>"
+            f"<h2>{h.escape(title)}</h2><table border='1' cellpadding='4'><tr>{head}</tr>{body}</table></body></html>")

@@ -1,0 +1,49 @@
+"""Verdict statistics on per-seed results whose answer is known."""
+import math
+
+import pytest
+
+from autofix.remediate import verdict as V
+
+
+def test_paired_interval_matches_a_hand_computed_t_interval():
+    # differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t(0.975, 2) = 4.302653
+    iv = V.paired_interval({0: 0.6, 1: 0.7, 2: 0.8}, {0: 0.5, 1: 0.5, 2: 0.5})
+    half = 4.302653 * 0.1 / math.sqrt(3)
+    assert (iv.mean, iv.n) == (pytest.approx(0.2), 3)
+    assert iv.low == pytest.approx(0.2 - half, rel=1e-5) and iv.high == pytest.approx(0.2 + half, rel=1e-5)
+
+
+def test_paired_interval_uses_only_shared_finite_seeds():
+    iv = V.paired_interval({0: 0.9, 1: float("nan"), 2: 0.8}, {0: 0.5, 2: 0.4, 3: 0.1})
+    assert iv.n == 2 and iv.mean == pytest.approx(0.4)
+    one = V.paired_interval({0: 0.9}, {0: 0.5})
+    assert one.n == 1 and math.isnan(one.low) and not one.excludes_zero_above()
+
+
+def _arm(knn, resolved=True):
+    return V.Arm(knn=dict(enumerate(knn)), resolved={i: resolved for i in range(len(knn))})
+
+
+def test_helped_needs_both_arms_beaten_and_the_symptom_resolved():
+    control, random = _arm([0.30, 0.32, 0.31]), _arm([0.40, 0.38, 0.41])
+    assert V.decide("fix", _arm([0.80, 0.82, 0.81]), control, random).verdict == V.HELPED
+    # beats the control but not the random arm: not a fix
+    assert V.decide("meh", _arm([0.41, 0.39, 0.40]), control, random).verdict == V.NO_EFFECT
+    # beats both but the detector still fires at the end
+    assert V.decide("masks", _arm([0.80, 0.82, 0.81], resolved=False), control, random).verdict == V.NO_EFFECT
+
+
+def test_hurt_and_incomplete():
+    control = _arm([0.80, 0.81, 0.82])
+    assert V.decide("bad", _arm([0.50, 0.52, 0.49]), control, None).verdict == V.HURT
+    assert V.decide("one", _arm([0.90]), control, None).verdict == V.INCOMPLETE
+
+
+def test_tables_render():
+    control, random = _arm([0.3, 0.3]), _arm([0.4, 0.5])
+    rows = V.table([V.decide("fix", _arm([0.8, 0.9]), control, random)], control, random)
+    assert [r["intervention"] for r in rows] == ["control (no patch)", "random patch", "fix"]
+    md = V.markdown(rows)
+    assert md.count("\n") == 4 and "| fix |" in md
+    assert "<table" in V.html(rows, "t")
