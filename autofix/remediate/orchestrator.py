@@ -340,7 +340,6 @@ class Orchestrator:
                 return
             state = "nonfinite"
         if state == "pruned":
-        if state == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
             console.print(f"  {name}: pruned")
             return
