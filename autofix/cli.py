@@ -20,6 +20,8 @@ commands:
                               read the failure catalog and what autofix detects and tries for each entry
   interventions [list|show ID]
                               the registry of config patches (interventions/*.yaml)
+  report [--experiment NAME | --run ID] [--html FILE] | --evidence [--out FILE]
+                              fix leaderboards and the evidence file, read from MLflow
 
 experiments: {experiments}
 """
@@ -47,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         if command == "interventions":
             from .catalog_cli import interventions_main
             return interventions_main(rest)
-        raise UserError(f"unknown command {command!r}; valid: run, catalog, interventions")
+        if command == "report":
+            from .report import main as report_main
+            return report_main(rest)
+        raise UserError(f"unknown command {command!r}; valid: run, catalog, interventions, report")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

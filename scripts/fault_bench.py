@@ -3,6 +3,7 @@
     python scripts/fault_bench.py --detect-only                 # the table in docs/detection.md
     python scripts/fault_bench.py --detect-only --seeds 0 1 2 --faults dead_relu lr_tiny
     python scripts/fault_bench.py --detect-only --dump runs.json   # every check's metrics, for calibration
+    python scripts/fault_bench.py --replay runs.json --seeds 100 2  # re-judge a dump with today's thresholds
 
 Healthy runs: every method on every dataset (--data) for each seed (--seeds); faults: each
 conf/fault/*.yaml with the experiments it names, for each seed. Runs go to a pool of worker processes
@@ -117,6 +118,33 @@ def table(results: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replay(results: list[dict]) -> list[dict]:
+    """Run the detectors of the current conf/monitor/default.yaml over each run's recorded checks: a
+    threshold change is re-judged on the same metric histories, without training again."""
+    from dataclasses import asdict
+
+    from autofix.config import to_run_config
+    from autofix.hydra_app import compose
+    from autofix.monitor.detectors import Detector
+    from autofix.symptoms import catalog_ids
+
+    ids = catalog_ids()
+    monitors = {}
+    for r in results:
+        if r["method"] not in monitors:
+            monitors[r["method"]] = to_run_config(compose(r["method"], [])).monitor
+        dets = [Detector(n, d, ids.get(d.symptom, [])) for n, d in monitors[r["method"]].detectors.items()
+                if d.symptom and d.enabled and r["method"] in d.methods]
+        events = []
+        for row in r["checks"]:
+            for det in dets:
+                ev = det.check(int(row["step"]), row, row["step"] / r["max_steps"])
+                if ev is not None:
+                    events.append(asdict(ev))
+        r["events"] = events
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detect-only", action="store_true", help="detection only (the remediation loop comes later)")
@@ -130,8 +158,14 @@ def main() -> None:
     ap.add_argument("--dump", help="write every run's checks and events as JSON here")
     ap.add_argument("--out", default=str(ROOT / "docs" / "detection.md"))
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--replay", help="a --dump file to re-judge with the current thresholds (no training)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = ap.parse_args()
+    if args.replay:
+        results = [r for r in replay(json.loads(Path(args.replay).read_text())) if r["seed"] in args.seeds]
+        Path(args.out).write_text(table(results, args))
+        print(f"re-judged {len(results)} runs from {args.replay}; wrote {args.out}")
+        return
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="fault_bench_")
     jobs = jobs_for(args)
     print(f"{len(jobs)} runs on {args.workers} workers", flush=True)

@@ -295,6 +295,7 @@ class Orchestrator:
         catalog = sorted(links.load().for_intervention(iid)) if iid else []
         tags = {"autofix.role": role, "autofix.symptom": symptom, "autofix.intervention": iid or "",
                 "autofix.fork_step": str(fork), "autofix.seed": str(seed), "autofix.trial": str(trial.number),
+                "autofix.origin": ua.get("origin", ""),
                 "autofix.patch": " ".join(patch), "autofix.catalog_ids": ",".join(map(str, catalog))[:4900]}
         return ChildSpec(trial.number, role, seed, symptom, self.experiment,
                          merge_overrides(self.parent_overrides, patch, child), str(folder), iid, params, patch,

@@ -1,0 +1,167 @@
+"""The remediation loop end to end, as a user runs it (`python -m autofix run ...` in a subprocess), with
+the CI budget profile (remediation=ci): real children, a real Optuna SQLite study, a real MLflow store."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path, *overrides, timeout=900, wait=True):
+    cmd = [sys.executable, "-m", "autofix", "run", *overrides, "remediation=ci", "trainer.progress=false",
+           f"trainer.out_dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+           "launcher.max_parallel=2"]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=tmp_path, stdout=open(tmp_path / "orchestrator.log", "a"),
+                                stderr=subprocess.STDOUT)
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def _verdicts(tmp_path, symptom):
+    rows = json.loads((tmp_path / "run" / "results" / symptom / "verdicts.json").read_text())
+    return {r["intervention"]: r for r in rows}
+
+
+def _mlflow(tmp_path):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
+    r = _run(tmp_path, "conf=vicreg", "fault=vicreg_invariance_only",
+             "remediation.candidates=[vicreg_variance_weight,reg_variance]")
+    v = _verdicts(tmp_path, "complete_collapse")
+    fix = v["vicreg_variance_weight"]
+    assert fix["verdict"] == "helped", r.stdout[-3000:]
+    assert fix["resolved_rate"] >= 0.5 and fix["vs_control"]["low"] > 0 and fix["vs_random"]["low"] > 0
+    # MLflow: a parent with nested children, tagged by role, and the verdict on the parent
+    client = _mlflow(tmp_path)
+    exp = client.get_experiment_by_name("autofix")
+    parent = client.search_runs([exp.experiment_id], "tags.`autofix.role` = 'parent'")[0]
+    assert parent.data.tags["autofix.verdict.complete_collapse.vicreg_variance_weight"] == "helped"
+    kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    roles = sorted(k.data.tags["autofix.role"] for k in kids)
+    assert roles.count("control") == 2 and roles.count("random") == 2 and roles.count("treatment") == 4
+    fork = int(kids[0].data.tags["autofix.fork_step"])
+    steps = [m.step for m in client.get_metric_history(kids[0].info.run_id, "loss/total")]
+    assert min(steps) > fork  # child metrics sit at the parent's step numbers
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "remediation/complete_collapse")}
+    assert {"remediation/complete_collapse/verdicts.md", "remediation/complete_collapse/curves.png"} <= arts
+    # the report reads the same verdicts back from MLflow alone
+    rep = subprocess.run([sys.executable, "-m", "autofix", "report", "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          "--html", str(tmp_path / "report.html")], capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0 and "vicreg_variance_weight" in rep.stdout and "helped" in rep.stdout
+    assert "<table" in (tmp_path / "report.html").read_text()
+    ev = subprocess.run([sys.executable, "-m", "autofix", "report", "--evidence", "--out", str(tmp_path / "ev.csv"),
+                         "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0 and "vicreg_variance_weight" in (tmp_path / "ev.csv").read_text()
+
+
+def test_byol_collapse_is_repaired_by_the_predictor(tmp_path):
+    _run(tmp_path, "conf=byol", "fault=byol_no_predictor", "remediation.candidates=[predictor_on,ema_tau]")
+    v = _verdicts(tmp_path, "complete_collapse")
+    assert v["predictor_on"]["verdict"] == "helped"
+
+
+def test_divergence_is_repaired_by_a_lower_lr_clipping_or_warmup(tmp_path):
+    _run(tmp_path, "conf=simclr", "fault=sgd_high_lr", "remediation.candidates=[lr_lower,grad_clip,lr_warmup]")
+    v = _verdicts(tmp_path, "divergence")
+    assert any(v[k]["verdict"] == "helped" for k in ("lr_lower", "grad_clip", "lr_warmup")), v
+
+
+def test_healthy_run_launches_no_child(tmp_path):
+    _run(tmp_path, "conf=vicreg", "trainer.max_steps=120")
+    done = json.loads((tmp_path / "run" / "done.json").read_text())
+    assert done["symptoms"] == [] and done["remediated"] == {}
+    assert not (tmp_path / "run" / "children").exists()
+
+
+def test_killed_orchestrator_resumes_its_study(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    args = ("conf=vicreg", "fault=vicreg_invariance_only", "remediation.candidates=[vicreg_variance_weight]",
+            "launcher.max_parallel=1")
+    proc = _run(tmp_path, *args, wait=False)
+    db = tmp_path / "run" / "optuna.db"
+    deadline = time.time() + 600
+    finished = []
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(2)
+        if db.exists():
+            try:
+                study = optuna.load_study(study_name="complete_collapse", storage=f"sqlite:///{db}")
+                finished = [t.number for t in study.trials if t.state == TrialState.COMPLETE]
+            except Exception:
+                continue
+            if len(finished) >= 2:
+                break
+    assert len(finished) >= 2, (tmp_path / "orchestrator.log").read_text()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup runs: the study holds a RUNNING trial
+    proc.wait()
+    time.sleep(3)  # the running child notices its orchestrator is gone and exits
+    running = [t.number for t in optuna.load_study(study_name="complete_collapse", storage=f"sqlite:///{db}").trials
+               if t.state == TrialState.RUNNING]
+    _run(tmp_path, *args)
+    study = optuna.load_study(study_name="complete_collapse", storage=f"sqlite:///{db}")
+    by_number = {t.number: t for t in study.trials}
+    for n in finished:  # finished trials were not rerun
+        assert by_number[n].state == TrialState.COMPLETE
+    for n in running:  # the interrupted ones failed with a reason, and were queued again
+        assert "interrupted" in by_number[n].user_attrs["fail_reason"]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    keys = sorted((t.user_attrs["role"], t.params.get("intervention"), t.user_attrs["seed"]) for t in done)
+    assert len(keys) == len(set(keys)) == 6  # control, random, treatment x 2 seeds, each exactly once
+    client = _mlflow(tmp_path)
+    exp = client.get_experiment_by_name("autofix")
+    assert len(client.search_runs([exp.experiment_id], "tags.`autofix.role` = 'parent'")) == 1
+
+
+def test_crashed_child_is_a_failed_trial_with_its_reason(tmp_path):
+    from autofix.remediate.config import LauncherConfig
+    from autofix.remediate.launchers import FAILED, LocalLauncher
+    from autofix.remediate.spec import ChildSpec
+
+    launcher = LocalLauncher(LauncherConfig(), tmp_path)
+    spec = ChildSpec(0, "treatment", 0, "complete_collapse", "vicreg", ["trainer.fork=/nonexistent/step.pt",
+                     "tracking.enabled=false", "remediation.enabled=false"], str(tmp_path / "child"))
+    job = launcher.submit(spec)
+    while launcher.poll(job) == "running":
+        time.sleep(0.2)
+    assert launcher.poll(job) == FAILED
+    assert "no checkpoint at /nonexistent/step.pt" in launcher.reason(job)
+    killed = launcher.submit(ChildSpec(1, "control", 0, "complete_collapse", "vicreg",
+                                       ["tracking.enabled=false", "remediation.enabled=false"], str(tmp_path / "k")))
+    time.sleep(1)
+    os.kill(killed.handle.pid, signal.SIGKILL)
+    killed.handle.wait()
+    assert launcher.poll(killed) == FAILED and "killed by signal 9" in launcher.reason(killed)
+
+
+@pytest.mark.parametrize("name", ["local", "submitit_local"])
+def test_launchers_run_a_child_to_its_result(tmp_path, name):
+    from autofix.remediate.config import LauncherConfig
+    from autofix.remediate.launchers import DONE, build_launcher
+    from autofix.remediate.spec import ChildSpec
+
+    launcher = build_launcher(LauncherConfig(name=name), tmp_path)
+    spec = ChildSpec(0, "control", 0, "complete_collapse", "vicreg",
+                     ["trainer.max_steps=5", "data.n_train=128", "data.n_val=64", "trainer.batch_size=32",
+                      "model.width=8", "probe.linear=false", "tracking.enabled=false", "remediation.enabled=false",
+                      "monitor.every=5", "monitor.knn_every=5", f"trainer.out_dir={tmp_path / 'c'}"],
+                     str(tmp_path / "c"))
+    job = launcher.submit(spec)
+    deadline = time.time() + 300
+    while launcher.poll(job) == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert launcher.poll(job) == DONE, launcher.reason(job)
+    result = json.loads((tmp_path / "c" / "result.json").read_text())
+    assert result["steps"] == 5 and 0 <= result["knn"] <= 1
+    assert (tmp_path / "c" / "progress.jsonl").read_text().count("\n") == 1
