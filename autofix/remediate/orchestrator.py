@@ -18,7 +18,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..progress import console
 from . import verdict as V
-from .launchers import DONE, FAILED, RUNNING, build_launcher
+from .launchers import DONE, RUNNING, build_launcher
 from .spec import ChildSpec, merge_overrides
 
 CONTROL, RANDOM, TREATMENT = "control", "random", "treatment"
@@ -158,7 +158,6 @@ class Orchestrator:
 
     def remediate(self, parent: dict, event: dict) -> list[V.Verdict]:
         import optuna
-        from optuna.trial import TrialState
 
         from .. import interventions
 
