@@ -16,7 +16,8 @@ class RemediationConfig:
     fork: str = choice("last_healthy", ("last_healthy", "onset", "scratch"))
     parent: str = choice("stop", ("stop", "continue"))  # stop the parent at the symptom, or let it finish
     budget_steps: int = bounded(100, 1)    # steps each child trains from the fork point
-    seeds: int = bounded(2, 1)             # replicate children per arm and configuration
+    seeds: int = bounded(3, 1)             # replicate children per arm and configuration (with 2, a t interval
+                                           # is 12.7 standard errors wide: only identical seeds exclude 0)
     extra_trials: int = bounded(2, 0)      # configurations the sampler picks after every candidate ran at its defaults
     candidates: list[str] = field(default_factory=list)  # only these interventions (empty = every one that fits)
     random_arm: bool = True                # a child with a patch drawn from all applicable interventions
