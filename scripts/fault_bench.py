@@ -115,6 +115,9 @@ def table(results: list[dict], args) -> str:
               f"- faults detected as their expected symptom: {hits}/{total}",
               f"- median detection time: {median} of the run",
               f"- false alarms on healthy runs: {alarms} over {len(healthy)} runs"]
+    notes = ROOT / "docs" / "detection_notes.md"  # what the numbers do not say by themselves
+    if notes.is_file():
+        lines += ["", notes.read_text().strip()]
     return "\n".join(lines) + "\n"
 
 
