@@ -80,7 +80,9 @@ def leaderboards(client, parents, confidence: float = 0.95) -> list[tuple[str, s
             trials = [k for k in kids if k.user_attrs["symptom"] == symptom]
             control, random, arms = arms_from_trials(trials)
             has_random = bool(random.knn) or random.failed
-            verdicts = [V.decide(n, a, control, random if has_random else None, confidence) for n, a in sorted(arms.items())]
+            # racing: a candidate that ran on one seed only was screened out
+            verdicts = [V.decide(n, a, control, random if has_random else None, confidence,
+                                 screened=len(a.knn) + a.failed < 2) for n, a in sorted(arms.items())]
             boards.append((p.info.run_id, symptom, V.table(verdicts, control, random if has_random else None)))
     return boards
 

@@ -15,17 +15,19 @@ class RemediationConfig:
     symptoms: str = choice("first", ("first", "all"))   # remediate the first symptom, or each that fired
     fork: str = choice("last_healthy", ("last_healthy", "onset", "scratch"))
     parent: str = choice("stop", ("stop", "continue"))  # stop the parent at the symptom, or let it finish
-    budget_steps: int = bounded(100, 1)    # steps each child trains from the fork point
+    budget_steps: int = bounded(60, 1)     # steps each child trains from the fork point
     seeds: int = bounded(3, 1)             # replicate children per arm and configuration (with 2, a t interval
                                            # is 12.7 standard errors wide: only identical seeds exclude 0)
-    extra_trials: int = bounded(2, 0)      # configurations the sampler picks after every candidate ran at its defaults
+    promote: int = bounded(3, 0)           # after every candidate ran once (seed 0), the best this many run
+                                           # on the other seeds and get a verdict (racing); the rest are screened out
+    extra_trials: int = bounded(1, 0)      # configurations the sampler picks after every candidate ran at its defaults
     candidates: list[str] = field(default_factory=list)  # only these interventions (empty = every one that fits)
     random_arm: bool = True                # a child with a patch drawn from all applicable interventions
     sampler: str = choice("tpe", ("tpe", "random"))
     pruner: str = choice("median", ("median", "halving", "none"))   # applies to sampler-chosen trials only
     storage: Optional[str] = None          # Optuna storage: none = SQLite in the run folder; "journal" = a
                                            # journal file there (shared file systems); or any RDB URL
-    knn_every: int = bounded(20, 1)        # children probe kNN this often (the pruner's intermediate values)
+    knn_every: int = bounded(40, 1)        # children probe kNN this often (the pruner's intermediate values)
     confidence: float = bounded(0.95, 0.5, 0.999)
     seed: int = 0                          # the sampler's and the random arm's draws
 

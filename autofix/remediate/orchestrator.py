@@ -193,6 +193,9 @@ class Orchestrator:
                     spec = self._spec(trial, symptom, fork, ckpt, parent)
                     running[trial.number] = (trial, launcher.submit(spec), 0)
                 if not running:
+                    if study.user_attrs.get("promoted") is None:
+                        self._promote(study)
+                        continue
                     break
                 time.sleep(self.cfg.launcher.poll_s)
                 for number, (trial, job, seen) in list(running.items()):
@@ -227,11 +230,9 @@ class Orchestrator:
             if r.random_arm:
                 study.enqueue_trial({}, user_attrs={"role": RANDOM, "seed": s, "origin": "arm",
                                                     "random_intervention": iv.id, "random_params": drawn})
-        for iv in cands:
-            fixed = {"intervention": iv.id, **{f"{iv.id}.{k}": v for k, v in iv.defaults().items()}}
-            for s in range(r.seeds):
-                study.enqueue_trial(fixed, user_attrs={"role": TREATMENT, "seed": s, "origin": "default",
-                                                       "config": f"{iv.id}:default"})
+        for iv in cands:  # every candidate once, on seed 0; the most promising get the other seeds
+            study.enqueue_trial(_fixed(iv), user_attrs={"role": TREATMENT, "seed": 0, "origin": "default",
+                                                        "config": f"{iv.id}:default"})
         study.set_user_attr("planned", True)
         study.set_user_attr("fork_step", fork)
 
@@ -244,10 +245,36 @@ class Orchestrator:
             study.tell(t.number, state=TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k != "fail_reason"})
 
+    def _promote(self, study) -> bool:
+        """Racing: once every candidate has run at its defaults on seed 0, the `promote` best (resolved
+        first, then kNN) run on the remaining seeds and get a verdict; the others are screened out.
+        Returns True while the screening round is still running."""
+        from optuna.trial import TrialState
+
+        if study.user_attrs.get("promoted") is not None:
+            return False
+        first = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("origin") == "default"]
+        if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in first):
+            return True
+        done = [t for t in first if t.state == TrialState.COMPLETE]
+        ranked = sorted(done, key=lambda t: (bool(t.user_attrs.get("resolved")), t.value), reverse=True)
+        chosen = [t.params["intervention"] for t in ranked[:self.cfg.remediation.promote]]
+        for iid in chosen:
+            for s in range(1, self.cfg.remediation.seeds):
+                study.enqueue_trial(_fixed(self.registry[iid]),
+                                    user_attrs={"role": TREATMENT, "seed": s, "origin": "default",
+                                                "config": f"{iid}:default"})
+        study.set_user_attr("promoted", chosen)
+        if chosen:
+            console.print(f"  promoted to {self.cfg.remediation.seeds} seeds: {', '.join(chosen)}")
+        return False
+
     def _next_trial(self, study, choices: list[str]):
         from optuna.trial import TrialState
 
         r = self.cfg.remediation
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) and self._promote(study):
+            return None  # wait for the screening round before promoting
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial = study.ask()
         else:
@@ -260,13 +287,9 @@ class Orchestrator:
             trial.set_user_attr("seed", 0)
             trial.set_user_attr("origin", "sampler")
             trial.set_user_attr("config", f"sampler-{trial.number}")
-        if trial.user_attrs.get("role") == TREATMENT:
+        if trial.user_attrs.get("role") == TREATMENT:  # sampler trials explore on seed 0: no verdict rests on them
             iid = trial.suggest_categorical("intervention", choices)
-            params = self.registry[iid].suggest(trial)
-            if trial.user_attrs.get("origin") == "sampler" and trial.user_attrs.get("seed") == 0:
-                for s in range(1, r.seeds):  # replicate the sampled configuration on the other seeds
-                    study.enqueue_trial(dict(trial.params), user_attrs={**trial.user_attrs, "seed": s})
-            trial.set_user_attr("params", params)
+            trial.set_user_attr("params", self.registry[iid].suggest(trial))
         return trial
 
     def _spec(self, trial, symptom: str, fork: int, ckpt: Path, parent: dict) -> ChildSpec:
@@ -354,8 +377,10 @@ class Orchestrator:
     # verdicts --------------------------------------------------------------------------------------
     def verdicts(self, study) -> list[V.Verdict]:
         control, random, arms = arms_from_trials(study.get_trials(deepcopy=False))
+        promoted = study.user_attrs.get("promoted") or []
         return [V.decide(name, arm, control, random if self.cfg.remediation.random_arm else None,
-                         self.cfg.remediation.confidence) for name, arm in sorted(arms.items())]
+                         self.cfg.remediation.confidence, screened=name not in promoted)
+                for name, arm in sorted(arms.items())]
 
 
 def arms_from_trials(trials) -> tuple[V.Arm, V.Arm, dict[str, V.Arm]]:
@@ -379,6 +404,11 @@ def arms_from_trials(trials) -> tuple[V.Arm, V.Arm, dict[str, V.Arm]]:
         elif t.state == TrialState.FAIL and "requeued" not in str(ua.get("fail_reason", "")):
             arm.failed += 1
     return control, random, arms
+
+
+def _fixed(iv) -> dict:
+    """An intervention at its defaults as fixed trial parameters."""
+    return {"intervention": iv.id, **{f"{iv.id}.{k}": v for k, v in iv.defaults().items()}}
 
 
 def _draw(p, rng: pyrandom.Random):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from scipy import stats
 
-HELPED, NO_EFFECT, HURT, INCOMPLETE = "helped", "no effect", "hurt", "incomplete"
+HELPED, NO_EFFECT, HURT, INCOMPLETE, SCREENED = "helped", "no effect", "hurt", "incomplete", "screened out"
 
 
 @dataclass
@@ -71,14 +71,17 @@ class Verdict:
     failed: int
 
 
-def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confidence: float = 0.95) -> Verdict:
+def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confidence: float = 0.95,
+           screened: bool = False) -> Verdict:
     """helped: the kNN gain over the control AND over the random arm has an interval above 0, and the symptom
     is resolved in at least half the seeds. hurt: the change against the control has an interval below 0.
     Otherwise no effect (or incomplete, with fewer than two seeds against the control)."""
     vs_control = paired_interval(treatment.knn, control.knn, confidence)
     vs_random = paired_interval(treatment.knn, random.knn, confidence) if random else Interval(float("nan"), float("nan"), float("nan"), 0)
     rate = treatment.resolved_rate
-    if vs_control.n < 2:
+    if screened:
+        verdict = SCREENED  # ran once in the screening round and was not among the promoted
+    elif vs_control.n < 2:
         verdict = INCOMPLETE
     elif vs_control.excludes_zero_below():
         verdict = HURT
@@ -93,7 +96,7 @@ def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confiden
 
 def table(verdicts: list[Verdict], control: Arm, random: Arm | None) -> list[dict]:
     """Rows for markdown/HTML/terminal tables, best first."""
-    order = {HELPED: 0, NO_EFFECT: 1, INCOMPLETE: 2, HURT: 3}
+    order = {HELPED: 0, NO_EFFECT: 1, HURT: 2, INCOMPLETE: 3, SCREENED: 4}
     rows = [{"intervention": "control (no patch)", "seeds": len(control.knn), "resolved": _rate(control.resolved_rate),
              "kNN": _mean(control.knn), "vs control": "", "vs random": "", "verdict": "", "steps": control.steps,
              "seconds": round(control.seconds, 1)}]
