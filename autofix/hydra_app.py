@@ -95,7 +95,8 @@ def task(cfg: DictConfig) -> None:
 
             hc = HydraConfig.get()
             folder = Path(run_cfg.trainer.out_dir) if run_cfg.trainer.out_dir else run_folder(run_cfg)
-            done = run_experiment(run_cfg, hc.job.config_name, list(hc.overrides.task), folder)
+            done = run_experiment(run_cfg, hc.job.config_name, list(hc.overrides.task), folder,
+                                  OmegaConf.to_yaml(cfg))
             print_summary(done["parent"])
             for symptom, res in done["remediated"].items():
                 print(f"{symptom}: verdicts in {res['table']}")

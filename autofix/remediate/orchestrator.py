@@ -91,10 +91,11 @@ def _pruner(cfg: RunConfig):
 
 # ---- the loop ---------------------------------------------------------------------------------------
 class Orchestrator:
-    def __init__(self, cfg: RunConfig, experiment: str, overrides: list[str], folder: Path):
+    def __init__(self, cfg: RunConfig, experiment: str, overrides: list[str], folder: Path,
+                 config_text: str | None = None):
         from .. import interventions
 
-        self.cfg, self.experiment, self.folder = cfg, experiment, Path(folder)
+        self.cfg, self.experiment, self.folder, self.config_text = cfg, experiment, Path(folder), config_text
         self.parent_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "remediation", "launcher"))]
         self.registry = interventions.load()
         r = cfg.remediation
@@ -125,7 +126,7 @@ class Orchestrator:
             cfg.trainer.resume = str(pdir)  # a parent interrupted mid-training continues
         hooks = build_monitor(cfg.monitor)
         forks = ForkPoints(hooks[0]) if hooks else None
-        trainer = Trainer(cfg, pdir, hooks=hooks + ([forks] if forks else []))
+        trainer = Trainer(cfg, pdir, hooks=hooks + ([forks] if forks else []), config_text=self.config_text)
         summary = trainer.fit()
         monitor = hooks[0] if hooks else None
         events = [asdict(e) for e in monitor.events] if monitor else []

@@ -30,7 +30,8 @@ def run_folder(cfg: RunConfig, root: Path | str = "outputs") -> Path:
         k += 1
 
 
-def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder: Path) -> dict:
+def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder: Path,
+                   config_text: str | None = None) -> dict:
     from .orchestrator import Orchestrator
     from .results import write
 
@@ -38,7 +39,7 @@ def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "parent.json").is_file():
         console.print(f"[bold]resuming[/] {folder}")
-    orch = Orchestrator(cfg, experiment, overrides, folder)
+    orch = Orchestrator(cfg, experiment, overrides, folder, config_text)
     parent = orch.parent()
     events = parent["events"]
     done: dict = {"parent": parent["summary"], "symptoms": [e["id"] for e in events], "remediated": {}}
