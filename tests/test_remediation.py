@@ -36,7 +36,7 @@ def _mlflow(tmp_path):
 
 def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     r = _run(tmp_path, "conf=vicreg", "fault=vicreg_invariance_only",
-             "remediation.candidates=[vicreg_variance_weight,reg_variance]")
+             "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation.promote=1")
     v = _verdicts(tmp_path, "complete_collapse")
     fix = v["vicreg_variance_weight"]
     assert fix["verdict"] == "helped", r.stdout[-3000:]
@@ -48,7 +48,9 @@ def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     assert parent.data.tags["autofix.verdict.complete_collapse.vicreg_variance_weight"] == "helped"
     kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     roles = sorted(k.data.tags["autofix.role"] for k in kids)
-    assert roles.count("control") == 3 and roles.count("random") == 3 and roles.count("treatment") == 6
+    # 3 seeds of each arm; both candidates screened on seed 0, the better promoted to the other two seeds
+    assert roles.count("control") == 3 and roles.count("random") == 3 and roles.count("treatment") == 4
+    assert v["reg_variance"]["verdict"] == "screened out"
     fork = int(kids[0].data.tags["autofix.fork_step"])
     steps = [m.step for m in client.get_metric_history(kids[0].info.run_id, "loss/total")]
     assert min(steps) > fork  # child metrics sit at the parent's step numbers
@@ -64,17 +66,20 @@ def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     assert ev.returncode == 0 and "vicreg_variance_weight" in (tmp_path / "ev.csv").read_text()
 
 
-def test_byol_collapse_is_repaired_by_the_predictor(tmp_path):
-    # BYOL's kNN needs longer than VICReg's to climb back: 150-step children (60 resolve it, but the
-    # probe has not moved yet)
+def test_byol_collapse_is_resolved_by_the_predictor(tmp_path):
+    """Putting the predictor back ends the collapse on every seed. Its kNN gain is not yet measurable at
+    CPU budgets: the encoder's features decay slowly under a collapsed projector, and with 150-step
+    children predictor_on measured +0.021 [-0.001, +0.043] against the control (docs/remediation.md)."""
     _run(tmp_path, "conf=byol", "fault=byol_no_predictor", "remediation.candidates=[predictor_on]",
-         "remediation.budget_steps=150")
+         "remediation.promote=1")
     v = _verdicts(tmp_path, "complete_collapse")
-    assert v["predictor_on"]["verdict"] == "helped"
+    assert v["predictor_on"]["resolved_rate"] == 1.0 and v["predictor_on"]["seeds"] == 3
+    assert v["predictor_on"]["verdict"] != "hurt"
 
 
 def test_divergence_is_repaired_by_a_lower_lr_clipping_or_warmup(tmp_path):
-    _run(tmp_path, "conf=simclr", "fault=sgd_high_lr", "remediation.candidates=[lr_lower,grad_clip,lr_warmup]")
+    _run(tmp_path, "conf=simclr", "fault=sgd_high_lr", "remediation.candidates=[lr_lower,grad_clip,lr_warmup]",
+         "remediation.promote=1")
     v = _verdicts(tmp_path, "divergence")
     assert any(v[k]["verdict"] == "helped" for k in ("lr_lower", "grad_clip", "lr_warmup")), v
 
