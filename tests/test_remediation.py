@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 def _run(tmp_path, *overrides, timeout=900, wait=True):
     cmd = [sys.executable, "-m", "autofix", "run", *overrides, "remediation=ci", "trainer.progress=false",
+           "trainer.batch_size=64", "data.n_train=768", "data.n_val=256",
            f"trainer.out_dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
            "launcher.max_parallel=2"]
     if not wait:
@@ -36,7 +37,7 @@ def _mlflow(tmp_path):
 
 def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     r = _run(tmp_path, "conf=vicreg", "fault=vicreg_invariance_only",
-             "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation.promote=1")
+             "remediation.candidates=[vicreg_variance_weight,reg_variance]")
     v = _verdicts(tmp_path, "complete_collapse")
     fix = v["vicreg_variance_weight"]
     assert fix["verdict"] == "helped", r.stdout[-3000:]
@@ -48,8 +49,8 @@ def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     assert parent.data.tags["autofix.verdict.complete_collapse.vicreg_variance_weight"] == "helped"
     kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     roles = sorted(k.data.tags["autofix.role"] for k in kids)
-    # 3 seeds of each arm; both candidates screened on seed 0, the better promoted to the other two seeds
-    assert roles.count("control") == 3 and roles.count("random") == 3 and roles.count("treatment") == 4
+    # 2 seeds of each arm; both candidates screened on seed 0, the better promoted to the other seed
+    assert roles.count("control") == 2 and roles.count("random") == 2 and roles.count("treatment") == 3
     assert v["reg_variance"]["verdict"] == "screened out"
     fork = int(kids[0].data.tags["autofix.fork_step"])
     steps = [m.step for m in client.get_metric_history(kids[0].info.run_id, "loss/total")]
@@ -70,16 +71,17 @@ def test_byol_collapse_is_resolved_by_the_predictor(tmp_path):
     """Putting the predictor back ends the collapse on every seed. Its kNN gain is not yet measurable at
     CPU budgets: the encoder's features decay slowly under a collapsed projector, and with 150-step
     children predictor_on measured +0.021 [-0.001, +0.043] against the control (docs/remediation.md)."""
-    _run(tmp_path, "conf=byol", "fault=byol_no_predictor", "remediation.candidates=[predictor_on]",
-         "remediation.promote=1")
+    _run(tmp_path, "conf=byol", "fault=byol_no_predictor", "remediation.candidates=[predictor_on]")
     v = _verdicts(tmp_path, "complete_collapse")
-    assert v["predictor_on"]["resolved_rate"] == 1.0 and v["predictor_on"]["seeds"] == 3
+    assert v["predictor_on"]["resolved_rate"] == 1.0 and v["predictor_on"]["seeds"] == 2
     assert v["predictor_on"]["verdict"] != "hurt"
 
 
 def test_divergence_is_repaired_by_a_lower_lr_clipping_or_warmup(tmp_path):
+    # three seeds: the lower lr's gain varies more across seeds than the collapse fix's (2 seeds measured
+    # +0.186 [-0.187, +0.558], both seeds positive)
     _run(tmp_path, "conf=simclr", "fault=sgd_high_lr", "remediation.candidates=[lr_lower,grad_clip,lr_warmup]",
-         "remediation.promote=1")
+         "remediation.seeds=3")
     v = _verdicts(tmp_path, "divergence")
     assert any(v[k]["verdict"] == "helped" for k in ("lr_lower", "grad_clip", "lr_warmup")), v
 
@@ -96,7 +98,7 @@ def test_killed_orchestrator_resumes_its_study(tmp_path):
     from optuna.trial import TrialState
 
     args = ("conf=vicreg", "fault=vicreg_invariance_only", "remediation.candidates=[vicreg_variance_weight]",
-            "launcher.max_parallel=1", "remediation.seeds=2")
+            "launcher.max_parallel=1")
     proc = _run(tmp_path, *args, wait=False)
     db = tmp_path / "run" / "optuna.db"
     deadline = time.time() + 600

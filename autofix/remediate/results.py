@@ -53,6 +53,9 @@ def _verdict_dict(v: V.Verdict) -> dict:
 def print_table(rows: list[dict], title: str) -> None:
     if not rows:
         return
+    if not console.is_terminal:  # a pipe or a log: markdown keeps every column whole
+        print(f"{title}\n\n{V.markdown(rows)}\n", flush=True)
+        return
     table = Table(*rows[0].keys(), title=title, box=None)
     for r in rows:
         style = {"helped": "green", "hurt": "red"}.get(str(r["verdict"]).split(" ")[0])
