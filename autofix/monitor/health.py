@@ -214,7 +214,8 @@ class HealthMonitor:
         m.update(self._batchnorm_metrics(model, trainer.cfg.trainer.batch_size, h1, z1))
         if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
             # the probe falling from its best while the loss still improves is overfitting
-            knn, loss = trainer.probe()["probe/knn"], sum(window[-self.cfg.every:]) / max(len(window[-self.cfg.every:]), 1)
+            recent_losses = window[-self.cfg.every:]
+            knn, loss = trainer.probe()["probe/knn"], sum(recent_losses) / max(len(recent_losses), 1)
             if knn > self.best_knn:
                 self.best_knn, self.loss_at_best = knn, loss
             m["probe/knn"], m["probe/knn_drop"] = knn, self.best_knn - knn
