@@ -48,6 +48,7 @@ class Tracker:
             self.run_id = run_id
             self.experiment_id = self._client.get_run(run_id).info.experiment_id
             self._client.update_run(run_id, status="RUNNING")
+            self.set_tags(tags or {})  # unchanged ones are rewritten; new ones (a requeued job's id) added
 
     def log_params(self, params: dict[str, Any]) -> None:
         if not self.enabled or not params:

@@ -29,6 +29,9 @@ class Hook:
 
     def on_end(self, trainer: "Trainer") -> None: ...
 
+    # A hook with state may also define state_dict() and load_state_dict(state): the state travels in
+    # every checkpoint and is restored right after on_start when the run resumes.
+
 
 class EpochSampler:
     """Batches of indices drawn without replacement, a fresh permutation each epoch. The permutation
@@ -54,6 +57,10 @@ class EpochSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.perm, self.pos = state["perm"].to(self.device), state["pos"]
+
+
+def _hook_key(index: int, hook) -> str:
+    return f"{index}:{type(hook).__name__}"
 
 
 def seed_everything(seed: int) -> None:
@@ -92,6 +99,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []   # every logged row, for summaries and tests
         self.probes: dict[str, float] = {}
         self._resume_run_id = None
+        self._hook_states: dict = {}
         self.fork_info: dict = {}
         if t.resume:
             self.load(ckpt.find_checkpoint(t.resume))
@@ -137,8 +145,10 @@ class Trainer:
         """Probe the starting point, train to max_steps, probe and checkpoint the end; return a summary."""
         started = time.perf_counter()
         self._start_tracking()
-        for hook in self.hooks:
+        for i, hook in enumerate(self.hooks):
             hook.on_start(self)
+            if _hook_key(i, hook) in self._hook_states and hasattr(hook, "load_state_dict"):
+                hook.load_state_dict(self._hook_states[_hook_key(i, hook)])
         try:
             if self.step == 0 and self.cfg.probe.at_start:
                 self.probes["knn_init"] = self.probe()["probe/knn"]
@@ -152,7 +162,7 @@ class Trainer:
                 hook.on_end(self)
         except BaseException as e:
             # The MLflow run must not stay RUNNING forever: say how it ended, then let the error through.
-            self.tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            self.tracker.end("KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED")
             raise
         self.tracker.end()
         return self.summary(time.perf_counter() - started)
@@ -226,6 +236,9 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "rng": ckpt.rng_state(self.generators),
             "mlflow_run_id": self.tracker.run_id or "",
+            "fork_info": self.fork_info,
+            # hooks with state (the monitor's baselines and streaks) resume where they stopped
+            "hooks": {_hook_key(i, h): h.state_dict() for i, h in enumerate(self.hooks) if hasattr(h, "state_dict")},
         }
 
     def save(self) -> Path:
@@ -241,6 +254,8 @@ class Trainer:
         ckpt.set_rng_state(state["rng"], self.generators)
         self.step = int(state["step"])
         self._resume_run_id = state.get("mlflow_run_id") or None
+        self.fork_info = state.get("fork_info") or {}
+        self._hook_states = state.get("hooks") or {}
 
     def fork_from(self, path: Path) -> None:
         """Start as a child of the run that wrote `path`. Weights whose name and shape still fit are

@@ -74,6 +74,17 @@ class Detector:
         self.last_hit: bool | None = None    # the condition at the latest check it was judged (None: not yet)
         self.last_severity = 0.0
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to judge the next check as if it had never stopped (the fired
+        symptom itself is kept by the monitor's event list)."""
+        return {"streak": self.streak, "streak_start": self.streak_start, "baseline": dict(self.baseline),
+                "last_hit": self.last_hit, "last_severity": self.last_severity}
+
+    def load_state_dict(self, state: dict, fired: Symptom | None = None) -> None:
+        self.streak, self.streak_start = state["streak"], state["streak_start"]
+        self.baseline, self.last_hit = dict(state["baseline"]), state["last_hit"]
+        self.last_severity, self.fired = state["last_severity"], fired
+
     def applies_to(self, method: str) -> bool:
         return self.cfg.enabled and method in self.cfg.methods
 

@@ -41,6 +41,77 @@ class ProgressHook:
                                 for k, v in row.items()}) + "\n")
 
 
+class Preemption:
+    """A trainer hook for children on a cluster. SLURM says "stop" with a signal: SIGTERM when it preempts,
+    requeues (scontrol requeue) or cancels a job, SIGUSR2 (submitit's choice) shortly before the time limit.
+    The handler only takes note; at the next step boundary the hook writes a checkpoint, so the saved state
+    is a whole step, never a half-applied optimizer update. Then, for SIGUSR2, submitit's own handler runs:
+    it calls ChildTask.checkpoint and requeues the job; for SIGTERM SLURM has already decided (requeue or
+    cancel) and the child just exits. A requeued child starts again from this checkpoint."""
+
+    def __init__(self, folder: Path):
+        import signal
+
+        self.folder, self.signum = folder, None
+        self.previous = {}
+        for sig in (signal.SIGTERM, _usr_signal()):
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.signum = signum
+
+    def on_start(self, trainer) -> None:
+        pass
+
+    def after_step(self, trainer, out) -> None:
+        if self.signum is None:
+            return
+        import signal
+
+        path = trainer.save()
+        name = signal.Signals(self.signum).name
+        with (self.folder / "preemptions.jsonl").open("a") as f:
+            f.write(json.dumps({"step": trainer.step, "signal": name, "checkpoint": str(path),
+                                "job_id": os.environ.get("SLURM_JOB_ID"),
+                                "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+                                "time": time.time()}) + "\n")
+        print(f"autofix child: {name} at step {trainer.step}; checkpoint {path}", flush=True)
+        handler = self.previous.get(self.signum)
+        if self.signum != signal.SIGTERM and callable(handler):
+            handler(self.signum, None)  # submitit: checkpoint(), scontrol requeue, exit
+        raise SystemExit(f"stopped by {name} at step {trainer.step}")  # no result: the job ends unfinished
+
+    def on_end(self, trainer) -> None:
+        pass
+
+
+def _usr_signal():
+    import signal
+
+    # submitit's preemption signal; the same environment variable chooses it there
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+class RunRecord:
+    """Writes run.json as soon as the child's MLflow run exists, so that the orchestrator can attach
+    logs to it even when the child fails later."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def on_start(self, trainer) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "run.json").write_text(json.dumps({"run_id": trainer.tracker.run_id,
+                                                          "tracking_uri": trainer.tracker.uri}))
+
+    def after_step(self, trainer, out) -> None:
+        pass
+
+    def on_end(self, trainer) -> None:
+        pass
+
+
 def _watch_parent() -> None:
     """Local launchers set AUTOFIX_WATCH_PARENT to the orchestrator's pid: when it dies (even by kill -9)
     the child ends too, instead of running on as an orphan the resumed study would not know about."""
@@ -73,19 +144,24 @@ def run_child(spec_path: str) -> dict:
     _watch_parent()
     if spec.conf_dir:
         os.environ["AUTOFIX_CONF_DIR"] = spec.conf_dir
+    started = time.perf_counter()
+    folder = Path(spec.out_dir)
+    overrides = list(spec.overrides)
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
     if threads:  # without cgroups a SLURM job sees every core: use what it was given
-        import torch
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    cfg = to_run_config(compose(spec.experiment, spec.overrides))
+        overrides.append(f"trainer.threads={threads}")
+    if any((folder / "checkpoints").glob("step_*.pt")):
+        overrides.append(f"trainer.resume={folder}")  # requeued: go on from its own checkpoint, not the fork
+    cfg = to_run_config(compose(spec.experiment, overrides))
     cfg.tracking.parent_run_id = spec.parent_run_id
-    cfg.tracking.tags = {**cfg.tracking.tags, **spec.tags}
+    cfg.tracking.tags = {**cfg.tracking.tags, **spec.tags, **_cluster_tags()}
     hooks = build_monitor(cfg.monitor)
-    folder = Path(spec.out_dir)
     metric = _symptom_metric(cfg, spec.symptom)
     if hooks:
         hooks.append(ProgressHook(hooks[0], spec.symptom, folder / "progress.jsonl", metric))
+    hooks.append(RunRecord(folder))
+    if os.environ.get("SLURM_JOB_ID"):
+        hooks.append(Preemption(folder))
     trainer = Trainer(cfg, folder, hooks=hooks)
     summary = trainer.fit()
     holds, severity = hooks[0].state(spec.symptom) if hooks else (False, 0.0)
@@ -103,6 +179,31 @@ def run_child(spec_path: str) -> dict:
         for k in ("resolved", "steps", "seconds"):
             client.set_tag(summary["run_id"], f"autofix.{k}", str(result[k]).lower())
     return result
+
+
+def _cluster_tags() -> dict[str, str]:
+    """Which SLURM job ran (or last ran) this child: the evidence that it ran on the cluster."""
+    env = os.environ
+    if not env.get("SLURM_JOB_ID"):
+        return {}
+    return {"autofix.slurm.job_id": env["SLURM_JOB_ID"], "autofix.slurm.node": env.get("SLURMD_NODENAME", ""),
+            "autofix.slurm.restarts": env.get("SLURM_RESTART_COUNT", "0")}
+
+
+class ChildTask:
+    """What submitit runs. Being checkpointable (a `checkpoint` method) lets submitit requeue the job at
+    its time limit; the child then resumes from the checkpoint that Preemption wrote."""
+
+    def __init__(self, spec_path: str):
+        self.spec_path = spec_path
+
+    def __call__(self) -> dict:
+        return run_child(self.spec_path)
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(ChildTask(self.spec_path))
 
 
 def _symptom_metric(cfg, symptom: str) -> str | None:

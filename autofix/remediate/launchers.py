@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -58,15 +59,23 @@ class Launcher:
     def _engine_reason(self, job: Job) -> str:
         return "the child ended without a result"
 
+    def logs(self, job: Job) -> list[Path]:
+        """The child's log files, attached to its MLflow run when it ends."""
+        return [p for p in [job.spec.folder / "child.log"] if p.is_file()]
+
+    def forget(self, job_id: str) -> None:
+        """A job an earlier (killed) orchestrator left behind; local children end with their parent."""
+
     def close(self) -> None:
         pass
 
 
-def _child_env(threads: int) -> dict[str, str]:
+def _child_env(threads: int, watch_parent: bool = True) -> dict[str, str]:
     env = dict(os.environ)
     # one BLAS/OpenMP pool per child: N children on N cores, not N x N threads
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "AUTOFIX_WATCH_PARENT": str(os.getpid())})
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    if watch_parent:  # only where the child shares the orchestrator's machine
+        env["AUTOFIX_WATCH_PARENT"] = str(os.getpid())
     return env
 
 
@@ -109,18 +118,25 @@ class SubmititLauncher(Launcher):
         import submitit
 
         self.executor = submitit.AutoExecutor(folder=str(self.folder / "submitit" / "%j"), cluster=self.cluster)
-        self.executor.update_parameters(timeout_min=cfg.timeout_min, **self._parameters())
+        self.executor.update_parameters(**self._parameters())
 
     def _parameters(self) -> dict:
-        return {}
+        return {"timeout_min": self.cfg.timeout_min}
+
+    def _env(self) -> dict[str, str]:
+        return _child_env(self.cfg.threads_per_child)
 
     def submit(self, spec: ChildSpec) -> Job:
-        from .child import run_child
+        from .child import ChildTask
 
         path = spec.write()
-        with _env(_child_env(self.cfg.threads_per_child)):
-            job = self.executor.submit(run_child, str(path))
+        with _env(self._env()):  # submitit's executors pass the submitting environment on to the job
+            job = self.executor.submit(ChildTask(str(path)))
         return Job(spec, job, job_id=str(job.job_id))
+
+    def logs(self, job: Job) -> list[Path]:
+        paths = job.handle.paths
+        return [p for p in (paths.stdout, paths.stderr, paths.submission_file) if p.is_file()]
 
     def poll(self, job: Job) -> str:
         if not job.handle.done():
@@ -136,6 +152,83 @@ class SubmititLauncher(Launcher):
         text = str(exc).strip().splitlines() if exc else []
         # submitit wraps the child's traceback: its last line names the error
         return f"submitit job {job.job_id} ({job.handle.state}): {text[-1] if text else 'no result'}"
+
+
+class SlurmLauncher(SubmititLauncher):
+    """Children as SLURM jobs through submitit's SLURM executor. Job states come from squeue (one call per
+    poll for all children) rather than from submitit, whose state queries go through sacct: sacct needs
+    the accounting daemon, which many small clusters (and the test cluster) do not run."""
+
+    cluster = "slurm"
+    ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD", "COMPLETING",
+              "CONFIGURING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+    def __init__(self, cfg: LauncherConfig, folder: Path):
+        if not shutil.which("sbatch"):
+            raise ConfigError("launcher=slurm: sbatch is not on PATH; run on a SLURM login node, or choose "
+                              "launcher=local or launcher=submitit_local")
+        super().__init__(cfg, folder)
+        self._states: dict[str, tuple[str, str]] = {}
+        self._polled = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return self.cfg.max_parallel or 8  # the cluster queues what it cannot run yet
+
+    def _parameters(self) -> dict:
+        c = self.cfg
+        extra = dict(c.sbatch_args)
+        params = {"timeout_min": c.time_min, "slurm_partition": c.partition, "cpus_per_task": c.cpus_per_child,
+                  "mem_gb": c.mem_gb, "gpus_per_node": c.gpus_per_child or None, "slurm_account": c.account,
+                  "slurm_qos": c.qos, "name": c.job_prefix, "slurm_additional_parameters": extra}
+        return {k: v for k, v in params.items() if v not in (None, {})}
+
+    def _env(self) -> dict[str, str]:
+        return _child_env(self.cfg.cpus_per_child, watch_parent=False)
+
+    def submit(self, spec: ChildSpec) -> Job:
+        job = super().submit(spec)
+        self._states[job.job_id] = ("PENDING", "")
+        return job
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._polled < self.cfg.poll_s * 0.9:
+            return
+        out = subprocess.run(["squeue", "--me", "--noheader", "--states=all", "--format=%i|%T|%r"],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode:  # slurmctld busy or restarting: keep the last known states
+            return
+        states = {}
+        for line in out.stdout.splitlines():
+            jid, state, why = (line.split("|") + ["", ""])[:3]
+            states[jid.strip()] = (state.strip(), why.strip())
+        for jid in self._states:
+            # a job that left squeue (MinJobAge passed) has ended; its folder says how
+            self._states[jid] = states.get(jid, ("GONE", ""))
+        self._polled = time.monotonic()
+
+    def state(self, job: Job) -> tuple[str, str]:
+        self._refresh()
+        return self._states.get(job.job_id, ("GONE", ""))
+
+    def poll(self, job: Job) -> str:
+        state, _ = self.state(job)
+        if state in self.ACTIVE:
+            return RUNNING
+        return DONE if state in ("COMPLETED", "GONE") and (job.spec.folder / "result.json").is_file() else FAILED
+
+    def cancel(self, job: Job) -> None:
+        self.forget(job.job_id)
+
+    def forget(self, job_id: str) -> None:
+        if job_id:
+            subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
+
+    def _engine_reason(self, job: Job) -> str:
+        state, why = self.state(job)
+        err = _tail(job.handle.paths.stderr, grep="slurmstepd") or _tail(job.handle.paths.stderr)
+        what = f"SLURM job {job.job_id} {state.lower() if state != 'GONE' else 'left the queue'}"
+        return what + (f" ({why})" if why and why != "None" else "") + (f": {err}" if err else "")
 
 
 class _env:
@@ -156,9 +249,10 @@ class _env:
                 os.environ[k] = v
 
 
-def _tail(path: Path, n: int = 300) -> str:
+def _tail(path: Path, n: int = 300, grep: str = "") -> str:
+    """The last non-empty line of a log (containing `grep`, if given)."""
     try:
-        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip() and grep in l]
     except OSError:
         return ""
     return lines[-1][-n:] if lines else ""
@@ -169,4 +263,6 @@ def build_launcher(cfg: LauncherConfig, folder: Path) -> Launcher:
         return LocalLauncher(cfg, folder)
     if cfg.name == "submitit_local":
         return SubmititLauncher(cfg, folder)
-    raise ConfigError(f"launcher.name: {cfg.name!r} is not available yet; valid: local, submitit_local")
+    if cfg.name == "slurm":
+        return SlurmLauncher(cfg, folder)
+    raise ConfigError(f"launcher.name: {cfg.name!r} is unknown; valid: local, submitit_local, slurm")

@@ -52,6 +52,12 @@ class ForkPoints:
     def on_end(self, trainer) -> None:
         pass
 
+    def state_dict(self) -> dict:
+        return {"healthy": list(self.healthy)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.healthy = list(state["healthy"])
+
 
 # ---- storage ----------------------------------------------------------------------------------------
 def storage_for(cfg: RunConfig, folder: Path):
@@ -59,6 +65,8 @@ def storage_for(cfg: RunConfig, folder: Path):
     import optuna
 
     url = cfg.remediation.storage
+    if url in (None, "") and cfg.launcher.name == "slurm":
+        url = "journal"  # the orchestrator may itself run as a job on any node: SQLite locks fail on NFS
     if url in (None, "", "sqlite"):
         return f"sqlite:///{folder / 'optuna.db'}"
     if url == "journal":
@@ -178,11 +186,11 @@ class Orchestrator:
                                     load_if_exists=True)
         if not study.user_attrs.get("planned"):
             self._plan(study, cands, pool, fork)
-        self._recover(study)
+        launcher = build_launcher(self.cfg.launcher, self.folder)
+        self._recover(study, launcher)
         console.print(f"[bold]remediating {symptom}[/] from step {fork} ({r.fork}): {len(cands)} candidates x "
                       f"{r.seeds} seeds, control{' and random' if r.random_arm else ''} arms, "
                       f"{r.extra_trials} sampler trials; study in {self.folder}")
-        launcher = build_launcher(self.cfg.launcher, self.folder)
         choices = [iv.id for iv in cands]
         running: dict[int, tuple] = {}
         try:
@@ -192,16 +200,19 @@ class Orchestrator:
                     if trial is None:
                         break
                     spec = self._spec(trial, symptom, fork, ckpt, parent)
-                    running[trial.number] = (trial, launcher.submit(spec), 0)
+                    job = launcher.submit(spec)
+                    trial.set_user_attr("job_id", job.job_id)
+                    trial.set_user_attr("launcher", self.cfg.launcher.name)
+                    running[trial.number] = (trial, job, -1)
                 if not running:
                     if study.user_attrs.get("promoted") is None:
                         self._promote(study)
                         continue
                     break
                 time.sleep(self.cfg.launcher.poll_s)
-                for number, (trial, job, seen) in list(running.items()):
-                    seen, pruned = self._report(study, trial, job, seen)
-                    running[number] = (trial, job, seen)
+                for number, (trial, job, last) in list(running.items()):
+                    last, pruned = self._report(study, trial, job, last)
+                    running[number] = (trial, job, last)
                     state = RUNNING if not pruned else "pruned"
                     if pruned:
                         launcher.cancel(job)
@@ -237,11 +248,14 @@ class Orchestrator:
         study.set_user_attr("planned", True)
         study.set_user_attr("fork_step", fork)
 
-    def _recover(self, study) -> None:
-        """Trials left RUNNING by a killed orchestrator failed; queue them again (same arm, params, seed)."""
+    def _recover(self, study, launcher) -> None:
+        """Trials left RUNNING by a killed orchestrator failed; queue them again (same arm, params, seed).
+        Their jobs, if a cluster still runs them, are cancelled: the requeued trial starts afresh."""
         from optuna.trial import TrialState
 
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("launcher") == self.cfg.launcher.name:
+                launcher.forget(str(t.user_attrs.get("job_id", "")))
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "orchestrator interrupted; requeued")
             study.tell(t.number, state=TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k != "fail_reason"})
@@ -328,29 +342,32 @@ class Orchestrator:
         from ..tracking import default_uri
         return self.cfg.tracking.uri or default_uri()
 
-    def _report(self, study, trial, job, seen: int) -> tuple[int, bool]:
-        """Pass new intermediate kNN values to the trial; True when the pruner stops a sampler trial."""
+    def _report(self, study, trial, job, last: int) -> tuple[int, bool]:
+        """Pass new intermediate kNN values (steps after `last`) to the trial; True when the pruner stops a
+        sampler trial. A child resumed after a requeue writes rows again from its checkpoint: skipped."""
         path = job.spec.folder / "progress.jsonl"
         if not path.is_file():
-            return seen, False
-        lines = path.read_text().splitlines()
+            return last, False
         pruned = False
-        for line in lines[seen:]:
+        for line in path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 break  # a line being written: read it next time
-            seen += 1
+            if int(row["step"]) <= last:
+                continue
+            last = int(row["step"])
             if row.get("knn") is not None:
-                trial.report(row["knn"], int(row["step"]))
+                trial.report(row["knn"], last)
                 if trial.user_attrs.get("origin") == "sampler" and trial.should_prune():
                     pruned = True
-        return seen, pruned
+        return last, pruned
 
     def _finish(self, study, trial, job, state: str, launcher) -> None:
         from optuna.trial import TrialState
 
         name = f"trial {trial.number} ({trial.user_attrs['role']}, {job.spec.intervention or '-'}, seed {job.spec.seed})"
+        self._attach_logs(job, launcher)
         if state == DONE:
             res = json.loads((job.spec.folder / "result.json").read_text())
             for k in ("resolved", "severity", "steps", "seconds", "run_id"):
@@ -374,6 +391,25 @@ class Orchestrator:
         trial.set_user_attr("folder", str(job.spec.folder))
         study.tell(trial, state=TrialState.FAIL)
         console.print(f"  [red]{name}: failed[/]: {reason}")
+
+    def _attach_logs(self, job, launcher) -> None:
+        """The child's logs (and submitit's files) become artifacts of its MLflow run, found through the
+        run.json the child writes as soon as its run exists."""
+        record = job.spec.folder / "run.json"
+        if not self.cfg.tracking.enabled or not record.is_file():
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+
+            info = json.loads(record.read_text())
+            client = MlflowClient(info.get("tracking_uri") or self._tracking_uri())
+            for path in launcher.logs(job):
+                client.log_artifact(info["run_id"], str(path), "logs")
+            for extra in ("spec.json", "preemptions.jsonl"):
+                if (job.spec.folder / extra).is_file():
+                    client.log_artifact(info["run_id"], str(job.spec.folder / extra), "logs")
+        except Exception as e:  # logs are a convenience: never let them fail the study
+            console.print(f"[yellow]  could not attach logs of trial {job.spec.trial}: {e}[/]")
 
     # verdicts --------------------------------------------------------------------------------------
     def verdicts(self, study) -> list[V.Verdict]:

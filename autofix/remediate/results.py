@@ -47,7 +47,7 @@ def _verdict_dict(v: V.Verdict) -> dict:
         return {"mean": i.mean, "low": i.low, "high": i.high, "n": i.n}
     return {"intervention": v.intervention, "verdict": v.verdict, "resolved_rate": v.resolved_rate,
             "vs_control": iv(v.vs_control), "vs_random": iv(v.vs_random), "seeds": v.n_seeds,
-            "steps": v.steps, "seconds": v.seconds, "failed": v.failed}
+            "knn": v.knn, "steps": v.steps, "seconds": v.seconds, "failed": v.failed}
 
 
 def print_table(rows: list[dict], title: str) -> None:

@@ -69,6 +69,7 @@ class Verdict:
     steps: int
     seconds: float
     failed: int
+    knn: float = float("nan")              # mean final kNN over its seeds
 
 
 def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confidence: float = 0.95,
@@ -90,8 +91,9 @@ def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confiden
         verdict = HELPED
     else:
         verdict = NO_EFFECT
+    vals = [v for v in treatment.knn.values() if math.isfinite(v)]
     return Verdict(name, vs_control, vs_random, rate, verdict, len(treatment.knn), treatment.steps,
-                   round(treatment.seconds, 1), treatment.failed)
+                   round(treatment.seconds, 1), treatment.failed, sum(vals) / len(vals) if vals else float("nan"))
 
 
 def table(verdicts: list[Verdict], control: Arm, random: Arm | None) -> list[dict]:
@@ -106,7 +108,7 @@ def table(verdicts: list[Verdict], control: Arm, random: Arm | None) -> list[dic
                      "vs random": "", "verdict": "", "steps": random.steps, "seconds": round(random.seconds, 1)})
     for v in sorted(verdicts, key=lambda v: (order[v.verdict], -(v.vs_control.mean if math.isfinite(v.vs_control.mean) else -9))):
         rows.append({"intervention": v.intervention, "seeds": v.n_seeds, "resolved": _rate(v.resolved_rate),
-                     "kNN": "", "vs control": str(v.vs_control), "vs random": str(v.vs_random),
+                     "kNN": f"{v.knn:.3f}" if math.isfinite(v.knn) else "n/a", "vs control": str(v.vs_control), "vs random": str(v.vs_random),
                      "verdict": v.verdict + (f" ({v.failed} failed)" if v.failed else ""), "steps": v.steps,
                      "seconds": v.seconds})
     return rows
