@@ -170,6 +170,7 @@ def run_child(spec_path: str) -> dict:
               "knn": knn if knn is not None and math.isfinite(knn) else None,
               "resolved": not holds, "severity": severity, "steps": summary["steps"] - trainer.fork_info.get("step", 0),
               "seconds": round(time.perf_counter() - started, 2), "run_id": summary["run_id"],
+              "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),  # seconds: the last attempt's
               "fork": trainer.fork_info}
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     if summary["run_id"]:  # what `autofix report` needs to judge this child from MLflow alone

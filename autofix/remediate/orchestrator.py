@@ -201,6 +201,8 @@ class Orchestrator:
                         break
                     spec = self._spec(trial, symptom, fork, ckpt, parent)
                     job = launcher.submit(spec)
+                    (spec.folder / "job.json").write_text(json.dumps({"launcher": self.cfg.launcher.name,
+                                                                      "job_id": job.job_id, "trial": trial.number}))
                     trial.set_user_attr("job_id", job.job_id)
                     trial.set_user_attr("launcher", self.cfg.launcher.name)
                     running[trial.number] = (trial, job, -1)

@@ -67,13 +67,14 @@ def _progress(folder: str | None) -> list[dict]:
     path = Path(folder or "") / "progress.jsonl"
     if not path.is_file():
         return []
-    rows = []
+    rows: dict[int, dict] = {}
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
-            pass
-    return rows
+            continue
+        rows.setdefault(int(row["step"]), row)  # a requeued child writes its steps after the checkpoint again
+    return [rows[k] for k in sorted(rows)]
 
 
 def plots(out: Path, symptom: str, parent: dict, trials) -> dict[str, Path]:
