@@ -60,7 +60,10 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False) -> 
         cfg = compose(name, overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain(e, name)) from None
-    to_run_config(cfg)
+    run_cfg = to_run_config(cfg)
+    if run_cfg.remediation.enabled:  # before the parent trains for minutes, not when its children start
+        from .remediate.launchers import check_available
+        check_available(run_cfg.launcher)
 
 
 def explain(e: Exception, name: str) -> str:

@@ -86,3 +86,22 @@ def test_multirun_sweeps_seeds(tmp_path):
     assert result.returncode == 0, result.stderr
     jobs = sorted((tmp_path / "multirun" / "simclr").glob("*/*/.hydra"))
     assert len(jobs) == 2
+
+
+def test_slurm_launcher_without_sbatch_is_one_line_before_training(tmp_path):
+    env_path = os.path.dirname(sys.executable)  # python, but no SLURM client
+    result = subprocess.run([sys.executable, "-m", "autofix", "run", "conf=vicreg", "launcher=slurm"],
+                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PATH": env_path},
+                            timeout=300)
+    assert "sbatch is not on PATH" in one_error_line(result)
+    assert not (tmp_path / "outputs").exists()  # nothing trained, nothing written
+    assert "valid: local, slurm, submitit_local" in one_error_line(autofix("run", "conf=vicreg", "launcher=pbs",
+                                                                           tmp_path=tmp_path))
+
+
+def test_slurm_launcher_settings_compose(tmp_path):
+    cfg = autofix("run", "conf=vicreg", "--cfg", "job", "launcher=slurm", "launcher.partition=gpu",
+                  "launcher.gpus_per_child=1", "+launcher.sbatch_args.constraint=a100",
+                  tmp_path=tmp_path)
+    assert cfg.returncode == 0, cfg.stderr
+    assert "partition: gpu" in cfg.stdout and "constraint: a100" in cfg.stdout and "gpus_per_child: 1" in cfg.stdout

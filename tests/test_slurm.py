@@ -100,6 +100,9 @@ def test_remediation_runs_its_children_as_slurm_jobs(tmp_path, cluster):
     assert len(finished) == 6  # 2 control, 2 random, 2 treatment (the cancelled one never finished)
     job_ids = {k.data.tags["autofix.slurm.job_id"] for k in finished}
     assert len(job_ids) == 6 and job_ids <= seen_running  # every result came from a job squeue showed running
+    script = next((tmp_path / "run" / "submitit").glob("*/*_submission.sh")).read_text()
+    for line in ("--job-name=autofix", "--mem=2GB", "--cpus-per-task=1", "--signal=USR2@90", "--time=60"):
+        assert f"#SBATCH {line}\n" in script  # the launcher's settings reached sbatch
     for k in finished:
         arts = {Path(a.path).name for a in client.list_artifacts(k.info.run_id, "logs")}
         jid = k.data.tags["autofix.slurm.job_id"]
@@ -131,7 +134,8 @@ def test_preempted_child_resumes_from_its_checkpoint(tmp_path, cluster):
     from mlflow.tracking import MlflowClient
 
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # create the store once
-    slurm = build_launcher(LauncherConfig(name="slurm", poll_s=0.5, mem_gb=2), tmp_path)
+    slurm = build_launcher(LauncherConfig(name="slurm", poll_s=0.5, mem_gb=2, job_prefix="autofix-preempt",
+                                          sbatch_args={"comment": "preempted-twice"}), tmp_path)
     local = build_launcher(LauncherConfig(name="local"), tmp_path)
     job = slurm.submit(_child_spec(tmp_path, "preempted", 0))
     plain = local.submit(_child_spec(tmp_path, "plain", 1))
@@ -171,3 +175,5 @@ def test_preempted_child_resumes_from_its_checkpoint(tmp_path, cluster):
                               f"tags.`autofix.slurm.job_id` = '{job.job_id}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].info.run_id == got["run_id"]
     assert runs[0].data.tags["autofix.slurm.restarts"] == "2"
+    script = job.handle.paths.submission_file.read_text()
+    assert "#SBATCH --job-name=autofix-preempt\n" in script and "#SBATCH --comment=preempted-twice\n" in script

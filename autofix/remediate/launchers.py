@@ -164,9 +164,7 @@ class SlurmLauncher(SubmititLauncher):
               "CONFIGURING", "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING", "STAGE_OUT"}
 
     def __init__(self, cfg: LauncherConfig, folder: Path):
-        if not shutil.which("sbatch"):
-            raise ConfigError("launcher=slurm: sbatch is not on PATH; run on a SLURM login node, or choose "
-                              "launcher=local or launcher=submitit_local")
+        check_available(cfg)
         super().__init__(cfg, folder)
         self._states: dict[str, tuple[str, str]] = {}
         self._polled = 0.0
@@ -256,6 +254,12 @@ def _tail(path: Path, n: int = 300, grep: str = "") -> str:
     except OSError:
         return ""
     return lines[-1][-n:] if lines else ""
+
+
+def check_available(cfg: LauncherConfig) -> None:
+    if cfg.name == "slurm" and not shutil.which("sbatch"):
+        raise ConfigError("launcher=slurm: sbatch is not on PATH; run on a SLURM login node, or choose "
+                          "launcher=local or launcher=submitit_local")
 
 
 def build_launcher(cfg: LauncherConfig, folder: Path) -> Launcher:
