@@ -118,6 +118,9 @@ def task(cfg: DictConfig) -> None:
 def launch(name: str, args: list[str]) -> int:
     import hydra
 
+    from .remediate.launchers import quiet_sacct_warnings
+
+    quiet_sacct_warnings()  # a --multirun through hydra/launcher=submitit_slurm polls with sacct
     sys.argv = [f"python -m autofix run conf={name}", *args]
     hydra.main(config_path=str(CONF_DIR), config_name=name, version_base=HYDRA_VERSION)(task)()
     return 0

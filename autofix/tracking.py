@@ -16,6 +16,25 @@ def default_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def open_client(uri: str):
+    """An MlflowClient whose store exists. The first use of a fresh SQLite file creates MLflow's tables;
+    two processes doing that at once (a --multirun sweep on a cluster, children started together) make
+    one of them fail with "table already exists", so the first use is serialised with a lock file."""
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # creates or migrates the tables, one process at a time
+    return client
+
+
 class Tracker:
     def __init__(self, cfg: TrackingConfig):
         self.cfg = cfg
@@ -29,12 +48,10 @@ class Tracker:
               run_id: str | None = None, parent_run_id: str | None = None) -> None:
         if not self.enabled:
             return
-        from mlflow.tracking import MlflowClient
-
         # MLflow's SQL store logs its schema migrations at INFO on first use: noise in a user's terminal.
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
-        self._client = MlflowClient(self.uri)
+        self._client = open_client(self.uri)
         if run_id is None:
             exp = self._client.get_experiment_by_name(self.cfg.experiment)
             self.experiment_id = exp.experiment_id if exp else self._client.create_experiment(self.cfg.experiment)

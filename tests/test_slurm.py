@@ -179,3 +179,22 @@ def test_preempted_child_resumes_from_its_checkpoint(tmp_path, cluster):
     assert runs[0].data.tags["autofix.slurm.restarts"] == "2"
     script = job.handle.paths.submission_file.read_text()
     assert "#SBATCH --job-name=autofix-preempt\n" in script and "#SBATCH --comment=preempted-twice\n" in script
+
+
+def test_multirun_sweep_runs_each_job_on_slurm(tmp_path, cluster):
+    """`--multirun hydra/launcher=submitit_slurm`: Hydra's submitit plugin sends each run of a sweep to the
+    cluster; their MLflow runs land in one SQLite store created by two jobs at once (first use is locked)."""
+    cmd = [sys.executable, "-m", "autofix", "run", "conf=vicreg", "--multirun", "hydra/launcher=submitit_slurm",
+           "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
+           "trainer.max_steps=20", "data.n_train=256", "data.n_val=128", "trainer.seed=0,1", "remediation=off",
+           "trainer.progress=false", "probe.linear=false", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    said = r.stdout + r.stderr  # submitit's per-poll sacct warning is replaced by one notice
+    assert "sacct is not available" in said and "Bypassing sacct error" not in said
+    logs = list((tmp_path / "multirun").glob("vicreg/*/.submitit/*/*_log.out"))
+    assert len(logs) == 2 and all("Job completed successfully" in p.read_text() for p in logs)
+    client = _mlflow(tmp_path)
+    runs = client.search_runs([client.get_experiment_by_name("autofix").experiment_id])
+    assert sorted(r.data.params["trainer.seed"] for r in runs) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in runs)

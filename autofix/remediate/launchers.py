@@ -3,6 +3,7 @@ reason) and reads each child's result from its folder, so a new engine is one cl
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -165,6 +166,7 @@ class SlurmLauncher(SubmititLauncher):
 
     def __init__(self, cfg: LauncherConfig, folder: Path):
         check_available(cfg)
+        quiet_sacct_warnings()
         super().__init__(cfg, folder)
         self._states: dict[str, tuple[str, str]] = {}
         self._polled = 0.0
@@ -254,6 +256,29 @@ def _tail(path: Path, n: int = 300, grep: str = "") -> str:
     except OSError:
         return ""
     return lines[-1][-n:] if lines else ""
+
+
+class _SacctNotice(logging.Filter):
+    """submitit asks sacct for job states; without the accounting daemon (slurmdbd) sacct fails and
+    submitit warns at every poll, though results still come back through files. Say so once instead."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Bypassing sacct error" not in record.getMessage():
+            return True
+        if not _SacctNotice.said:
+            _SacctNotice.said = True
+            record.msg, record.args = ("sacct is not available on this cluster (no slurmdbd), so submitit cannot "
+                                       "read job states; results still come back through files (said once)"), ()
+            return True
+        return False
+
+
+def quiet_sacct_warnings() -> None:
+    log = logging.getLogger("submitit")
+    if not any(isinstance(f, _SacctNotice) for f in log.filters):
+        log.addFilter(_SacctNotice())
 
 
 def check_available(cfg: LauncherConfig) -> None:
