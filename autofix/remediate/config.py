@@ -39,6 +39,7 @@ class LauncherConfig:
     threads_per_child: int = bounded(1, 1)
     timeout_min: int = bounded(60, 1)      # a child running longer is cancelled and counted as failed
     poll_s: float = bounded(0.5, 0.05)
+    preload: bool = True                   # local: fork children from a process that imported torch & co once
     # SLURM (launcher=slurm)
     partition: Optional[str] = None
     time_min: int = bounded(60, 1)

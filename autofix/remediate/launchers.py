@@ -81,14 +81,30 @@ def _child_env(threads: int, watch_parent: bool = True) -> dict[str, str]:
 
 
 class LocalLauncher(Launcher):
-    """Children as subprocesses: a child that crashes or is killed cannot take the orchestrator down."""
+    """Children as processes of their own: a child that crashes or is killed cannot take the orchestrator
+    down. With `launcher.preload` (the default) they are forked from a server process that has imported
+    torch, Hydra, MLflow and autofix once, instead of paying those imports (about 8 s on 2 cores) per
+    child; each child is still a fresh process with its own memory."""
+
+    def __init__(self, cfg: LauncherConfig, folder: Path):
+        super().__init__(cfg, folder)
+        self._ctx = None
+        if cfg.preload:
+            import multiprocessing as mp
+
+            self._ctx = mp.get_context("forkserver")
+            self._ctx.set_forkserver_preload(list(PRELOAD))
 
     def submit(self, spec: ChildSpec) -> Job:
         path = spec.write()
-        log = open(spec.folder / "child.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "autofix.remediate.child", str(path)], stdout=log,
-                                stderr=subprocess.STDOUT, env=_child_env(self.cfg.threads_per_child))
-        log.close()
+        env = _child_env(self.cfg.threads_per_child)
+        if self._ctx is not None:
+            proc = _Forked(self._ctx, str(path), str(spec.folder / "child.log"), env)
+        else:
+            log = open(spec.folder / "child.log", "w")
+            proc = subprocess.Popen([sys.executable, "-m", "autofix.remediate.child", str(path)], stdout=log,
+                                    stderr=subprocess.STDOUT, env=env)
+            log.close()
         return Job(spec, proc, job_id=str(proc.pid))
 
     def poll(self, job: Job) -> str:
@@ -107,6 +123,52 @@ class LocalLauncher(Launcher):
         tail = _tail(job.spec.folder / "child.log")
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         return f"child process {how}" + (f": {tail}" if tail else "")
+
+
+# What the fork server imports once for every child it starts.
+PRELOAD = ("torch", "mlflow.tracking", "hydra", "omegaconf", "autofix.remediate.child", "autofix.trainer",
+           "autofix.hydra_app", "autofix.monitor.health", "autofix.tracking")
+
+
+def _forked_child(spec_path: str, log_path: str, env: dict[str, str]) -> None:
+    """The child's entry point in a forked process: its output to child.log, its environment, then the
+    same main() as `python -m autofix.remediate.child`."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.environ.clear()
+    os.environ.update(env)
+    from .child import main
+
+    code = main([spec_path])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip the fork server's inherited exit handlers
+
+
+class _Forked:
+    """A multiprocessing child behind the few Popen calls the launcher uses (pid, poll, kill, wait)."""
+
+    def __init__(self, ctx, spec_path: str, log_path: str, env: dict[str, str]):
+        self.proc = ctx.Process(target=_forked_child, args=(spec_path, log_path, env), daemon=False)
+        self.proc.start()
+        self.pid = self.proc.pid
+
+    @property
+    def returncode(self):
+        return self.proc.exitcode
+
+    def poll(self):
+        return self.proc.exitcode
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def wait(self):
+        self.proc.join()
+        return self.proc.exitcode
 
 
 class SubmititLauncher(Launcher):
