@@ -59,7 +59,8 @@ def test_remediation_runs_its_children_as_slurm_jobs(tmp_path, cluster):
 
     cmd = [sys.executable, "-m", "autofix", "run", "conf=vicreg", "fault=vicreg_invariance_only",
            "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation=ci", "remediation.random_arm=false", "launcher=slurm",
-           "launcher.max_parallel=2", "launcher.poll_s=0.5", "launcher.mem_gb=2", "trainer.progress=false",
+           "launcher.max_parallel=2", "launcher.poll_s=0.5", "launcher.mem_gb=2",
+           "launcher.threads_per_child=2",  # ignored on SLURM: children take SLURM_CPUS_PER_TASK (1) "trainer.progress=false",
            "trainer.batch_size=64", "data.n_train=768", "data.n_val=256", f"trainer.out_dir={tmp_path / 'run'}",
            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     log = open(tmp_path / "orchestrator.log", "w")
@@ -105,6 +106,7 @@ def test_remediation_runs_its_children_as_slurm_jobs(tmp_path, cluster):
     script = next((tmp_path / "run" / "submitit").glob("*/*_submission.sh")).read_text()
     for line in ("--job-name=autofix", "--mem=2GB", "--cpus-per-task=1", "--signal=USR2@90", "--time=60"):
         assert f"#SBATCH {line}\n" in script  # the launcher's settings reached sbatch
+    assert {k.data.params["trainer.threads"] for k in finished} == {"1"}
     for k in finished:
         arts = {Path(a.path).name for a in client.list_artifacts(k.info.run_id, "logs")}
         jid = k.data.tags["autofix.slurm.job_id"]

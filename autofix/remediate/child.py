@@ -138,7 +138,7 @@ def run_child(spec_path: str) -> dict:
     from ..hydra_app import compose
     from ..monitor.health import build_monitor
     from ..trainer import Trainer
-    from .spec import ChildSpec
+    from .spec import ChildSpec, merge_overrides
 
     spec = ChildSpec.read(spec_path)
     _watch_parent()
@@ -146,13 +146,13 @@ def run_child(spec_path: str) -> dict:
         os.environ["AUTOFIX_CONF_DIR"] = spec.conf_dir
     started = time.perf_counter()
     folder = Path(spec.out_dir)
-    overrides = list(spec.overrides)
+    extra = []
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
     if threads:  # without cgroups a SLURM job sees every core: use what it was given
-        overrides.append(f"trainer.threads={threads}")
+        extra.append(f"trainer.threads={threads}")
     if any((folder / "checkpoints").glob("step_*.pt")):
-        overrides.append(f"trainer.resume={folder}")  # requeued: go on from its own checkpoint, not the fork
-    cfg = to_run_config(compose(spec.experiment, overrides))
+        extra.append(f"trainer.resume={folder}")  # requeued: go on from its own checkpoint, not the fork
+    cfg = to_run_config(compose(spec.experiment, merge_overrides(spec.overrides, extra)))
     cfg.tracking.parent_run_id = spec.parent_run_id
     cfg.tracking.tags = {**cfg.tracking.tags, **spec.tags, **_cluster_tags()}
     hooks = build_monitor(cfg.monitor)
