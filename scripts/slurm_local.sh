@@ -80,7 +80,8 @@ up() {
         install -d -o munge -g munge /run/munge
         runuser -u munge -- /usr/sbin/munged
     fi
-    /usr/sbin/slurmctld
+    # -c: start from a clean state; jobs an interrupted earlier session left queued must not run again
+    /usr/sbin/slurmctld -c
     /usr/sbin/slurmd -N localhost
     for _ in $(seq 1 100); do
         if sinfo -h -o %T 2>/dev/null | grep -q idle; then
