@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
 from pathlib import Path
+
+from ..trainer import Hook
 
 
 class ProgressHook:
@@ -41,7 +44,7 @@ class ProgressHook:
                                 for k, v in row.items()}) + "\n")
 
 
-class Preemption:
+class Preemption(Hook):
     """A trainer hook for children on a cluster. SLURM says "stop" with a signal: SIGTERM when it preempts,
     requeues (scontrol requeue) or cancels a job, SIGUSR2 (submitit's choice) shortly before the time limit.
     The handler only takes note; at the next step boundary the hook writes a checkpoint, so the saved state
@@ -50,8 +53,6 @@ class Preemption:
     cancel) and the child just exits. A requeued child starts again from this checkpoint."""
 
     def __init__(self, folder: Path):
-        import signal
-
         self.folder, self.signum = folder, None
         self.previous = {}
         for sig in (signal.SIGTERM, _usr_signal()):
@@ -61,14 +62,9 @@ class Preemption:
     def _note(self, signum, frame) -> None:
         self.signum = signum
 
-    def on_start(self, trainer) -> None:
-        pass
-
     def after_step(self, trainer, out) -> None:
         if self.signum is None:
             return
-        import signal
-
         path = trainer.save()
         name = signal.Signals(self.signum).name
         with (self.folder / "preemptions.jsonl").open("a") as f:
@@ -82,18 +78,13 @@ class Preemption:
             handler(self.signum, None)  # submitit: checkpoint(), scontrol requeue, exit
         raise SystemExit(f"stopped by {name} at step {trainer.step}")  # no result: the job ends unfinished
 
-    def on_end(self, trainer) -> None:
-        pass
-
 
 def _usr_signal():
-    import signal
-
     # submitit's preemption signal; the same environment variable chooses it there
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 
-class RunRecord:
+class RunRecord(Hook):
     """Writes run.json as soon as the child's MLflow run exists, so that the orchestrator can attach
     logs to it even when the child fails later."""
 
@@ -104,12 +95,6 @@ class RunRecord:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "run.json").write_text(json.dumps({"run_id": trainer.tracker.run_id,
                                                           "tracking_uri": trainer.tracker.uri}))
-
-    def after_step(self, trainer, out) -> None:
-        pass
-
-    def on_end(self, trainer) -> None:
-        pass
 
 
 def _watch_parent() -> None:
