@@ -8,6 +8,7 @@ import torch
 from reference_models.augment import AugmentConfig, BatchAugment
 from reference_models.backbones import BackboneConfig, build_backbone
 from reference_models.data import ImageDataset, load_dataset
+from reference_models.data.corrupt import with_colour_cast
 from reference_models.heads import HeadConfig
 from reference_models.methods import METHODS, SSLMethod, build_method
 
@@ -16,8 +17,9 @@ from .config import RunConfig
 
 def load_data(cfg: RunConfig) -> ImageDataset:
     d = cfg.data
-    return load_dataset(d.name, path=d.path, image_size=d.image_size, seed=d.seed, download=d.download,
+    data = load_dataset(d.name, path=d.path, image_size=d.image_size, seed=d.seed, download=d.download,
                         val_fraction=d.val_fraction, n_train=d.n_train, n_val=d.n_val)
+    return with_colour_cast(data, d.colour_cast, d.seed)
 
 
 def _subset(cls, obj):

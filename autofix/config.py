@@ -34,6 +34,8 @@ class DataConfig:
     n_train: Optional[int] = None    # cap the training split (fast CPU runs, tests)
     n_val: Optional[int] = None
     seed: int = 0                    # the split and the generated data, not the training seed
+    colour_cast: float = bounded(0.0, 0.0, 0.9)  # a fault, not a setting: each image's channels scaled by
+                                     # its own random factors in [1 - x, 1], an identity shortcut (0 = off)
 
 
 @dataclass

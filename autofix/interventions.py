@@ -18,7 +18,7 @@ from .symptoms import INTERVENTIONS_DIR, load_symptoms
 
 METHOD_NAMES = ("simclr", "byol", "vicreg", "mae")
 PARAM_TYPES = ("float", "int", "categorical")
-FIELDS = {"summary", "family", "methods", "backbones", "symptoms", "patch", "space", "why"}
+FIELDS = {"summary", "family", "methods", "backbones", "symptoms", "patch", "space", "why", "requires"}
 BACKBONE_NAMES = ("tiny_convnet", "resnet18", "vit")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Files in interventions/ that hold other data than interventions.
@@ -62,9 +62,25 @@ class Intervention:
     why: str = ""
     source: str = ""                       # the file it came from
     backbones: tuple[str, ...] = BACKBONE_NAMES  # a ViT-only knob does nothing to a convnet
+    requires: dict[str, Any] = field(default_factory=dict)  # config values it needs (a predictor knob needs
+                                                             # the predictor on)
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self.space.items()}
+
+    def fits(self, config: dict | None) -> bool:
+        """Whether a run's config (a nested dict) has every value this intervention requires."""
+        return config is None or all(_lookup(config, k) == v for k, v in self.requires.items())
+
+    def changes(self, config: dict, params: dict[str, Any] | None = None) -> bool:
+        """Whether the patch changes anything in `config`: False when every line sets a plain key to the
+        value it already has (stop-gradient on a run that has it). A group choice or an added key counts
+        as a change."""
+        for line in self.render(params):
+            key, value = line.split("=", 1)
+            if key.startswith(("+", "~")) or _lookup(config, key) != yaml.safe_load(value):
+                return True
+        return False
 
     def render(self, params: dict[str, Any] | None = None) -> list[str]:
         """The patch as override strings, placeholders filled from `params` (defaults where missing)."""
@@ -76,6 +92,19 @@ class Intervention:
 
     def applies_to(self, method: str, backbone: str | None = None) -> bool:
         return method in self.methods and (backbone is None or backbone in self.backbones)
+
+
+_MISSING = object()
+
+
+def _lookup(config: dict, dotted: str) -> Any:
+    """config["a"]["b"] for "a.b"; a group (a mapping) or a missing key is never equal to a value."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return _MISSING if isinstance(node, dict) else node
 
 
 def _format(v: Any) -> str:
@@ -154,8 +183,13 @@ def _intervention(source: Path, iid: str, spec: Any, symptoms: set[str]) -> Inte
         raise InterventionError(f"{where}.patch: placeholder(s) {sorted(used - set(space))} have no entry in space")
     if set(space) - used:
         raise InterventionError(f"{where}.space: {sorted(set(space) - used)} not used by any patch line")
+    requires = spec.get("requires") or {}
+    if not isinstance(requires, dict) or not all(isinstance(k, str) and not isinstance(v, (dict, list))
+                                                 for k, v in requires.items()):
+        raise InterventionError(f"{where}.requires: expected a mapping of config key -> value "
+                                "(e.g. method.use_predictor: true)")
     return Intervention(iid, str(spec["summary"]), str(spec["family"]), tuple(methods), tuple(targets),
-                        tuple(patch), space, str(spec.get("why", "")), source.name, tuple(backbones))
+                        tuple(patch), space, str(spec.get("why", "")), source.name, tuple(backbones), requires)
 
 
 def load(folder: Path | str | None = None) -> dict[str, Intervention]:
@@ -192,18 +226,20 @@ def get(iid: str, registry: dict[str, Intervention] | None = None) -> Interventi
 
 
 def candidates(symptom: str, method: str, backbone: str | None = None,
-               registry: dict[str, Intervention] | None = None) -> list[Intervention]:
-    """The interventions that target `symptom` and apply to `method` (and `backbone`), in id order."""
+               registry: dict[str, Intervention] | None = None, config: dict | None = None) -> list[Intervention]:
+    """The interventions that target `symptom` and apply to `method` (and `backbone`, and the run's
+    `config` where given), in id order."""
     registry = registry if registry is not None else load()
-    return [iv for _, iv in sorted(registry.items()) if symptom in iv.symptoms and iv.applies_to(method, backbone)]
+    return [iv for _, iv in sorted(registry.items())
+            if symptom in iv.symptoms and iv.applies_to(method, backbone) and iv.fits(config)]
 
 
 def applicable(method: str, backbone: str | None = None,
-               registry: dict[str, Intervention] | None = None) -> list[Intervention]:
-    """Every intervention for `method` (and `backbone`), whatever it targets: the random-baseline arm draws
-    from these."""
+               registry: dict[str, Intervention] | None = None, config: dict | None = None) -> list[Intervention]:
+    """Every intervention for `method` (and `backbone`, and `config`), whatever it targets: the
+    random-baseline arm draws from these."""
     registry = registry if registry is not None else load()
-    return [iv for _, iv in sorted(registry.items()) if iv.applies_to(method, backbone)]
+    return [iv for _, iv in sorted(registry.items()) if iv.applies_to(method, backbone) and iv.fits(config)]
 
 
 def grid_points(iv: Intervention) -> list[dict[str, Any]]:

@@ -203,11 +203,12 @@ class Trainer:
         self.tracker.log_metrics(row, self.step)
 
     # ---- probes ---------------------------------------------------------------------------------
-    def probe(self, linear: bool = False) -> dict[str, float]:
+    def probe(self, linear: bool = False, max_train: int | None = None) -> dict[str, float]:
         p = self.cfg.probe
         was_training = self.model.training
         self.model.eval()
-        bank_x, bank_y = self.data.train_x[:p.max_train], self.data.train_y[:p.max_train]
+        cap = min(p.max_train, max_train or p.max_train)
+        bank_x, bank_y = self.data.train_x[:cap], self.data.train_y[:cap]
         encode = self.model.encode
         bank = extract_features(encode, bank_x.to(self.device), self.normalize, p.batch_size)
         query = extract_features(encode, self.data.val_x.to(self.device), self.normalize, p.batch_size)

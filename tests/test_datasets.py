@@ -307,3 +307,18 @@ def test_imagefolder_errors(tmp_path):
     assert "absent" in _one_line_error(ei)
     with pytest.raises(DatasetError):
         load_dataset("imagefolder")
+
+
+def test_colour_cast_scales_each_image_by_its_own_channel_factors():
+    from reference_models.data.corrupt import colour_cast, with_colour_cast
+
+    x = torch.full((50, 3, 4, 4), 200, dtype=torch.uint8)
+    assert colour_cast(x, 0.0, seed=0) is x
+    y = colour_cast(x, 0.5, seed=0).float() / 200
+    # one factor per image and channel, constant over pixels, within [1 - strength, 1]
+    assert torch.allclose(y, y[:, :, :1, :1].expand_as(y), atol=1 / 200)
+    assert y.min() >= 0.5 - 1 / 200 and y.max() <= 1.0
+    assert y[:, :, 0, 0].std(dim=0).min() > 0.05          # images differ: the cast identifies them
+    assert torch.equal(colour_cast(x, 0.5, seed=0), colour_cast(x, 0.5, seed=0))
+    data = with_colour_cast(load_dataset("digits", n_train=64, n_val=32), 0.8, seed=0)
+    assert data.train_x.dtype == torch.uint8 and data.mean[0] < 0.25   # statistics follow the darkened images

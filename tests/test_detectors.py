@@ -71,3 +71,35 @@ def test_all_combination_needs_every_rule_and_missing_metrics_skip():
 def test_methods_filter():
     det = collapse(methods=["byol"])
     assert det.applies_to("byol") and not det.applies_to("mae")
+
+
+def _beyond(rule, inside: bool) -> float:
+    """A value that holds the rule's condition (inside) or clearly does not."""
+    v = rule.value
+    step = max(abs(v), 1.0)
+    if rule.op == ">":
+        return v + step if inside else v - step
+    if rule.op == "<":
+        return v - step if inside else v + step
+    raise AssertionError(f"no synthetic value for op {rule.op!r}")
+
+
+def test_every_shipped_detector_fires_on_its_condition_and_stays_quiet_beside_it():
+    from autofix.config import to_run_config
+    from autofix.hydra_app import compose
+
+    detectors = to_run_config(compose("vicreg", [])).monitor.detectors
+    assert "feature_norm" in detectors and "overfitting" in detectors
+    for name, cfg in detectors.items():
+        rules = [r for r in cfg.rules if r.op in (">", "<")]
+        assert rules, name
+        first = rules if cfg.combine == "all" else rules[:1]   # one rule of "any" is enough
+        sick = {r.metric: _beyond(r, True) for r in first}
+        well = {r.metric: _beyond(r, False) for r in rules}
+        steps = [cfg.warmup + 10 * (i + 1) for i in range(cfg.persistence + 1)]
+        det = Detector(name, cfg)
+        events = [det.check(s, sick, 0.1) for s in steps]
+        fired = [e for e in events if e is not None]
+        assert len(fired) == 1 and fired[0].step == steps[cfg.persistence - 1], name
+        quiet = Detector(name, cfg)
+        assert all(quiet.check(s, well, 0.1) is None for s in steps), name

@@ -99,6 +99,8 @@ def _write(tmp_path, text, name="bad.yaml"):
      "  space:\n    v: {type: float, low: 1, high: 0.5, default: 0.7}\n", "space.v: need low < high"),
     ("x:\n  summary: s\n  famly: f\n", "unknown field(s) ['famly']"),
     ("x:\n  summary: s\n", "missing field 'family'"),
+    ("x:\n  summary: s\n  family: f\n  methods: [simclr]\n  symptoms: []\n  patch: ['a=1']\n  requires: [a]\n",
+     "intervention 'x'.requires: expected a mapping"),
 ])
 def test_malformed_intervention_files_name_file_and_field(tmp_path, text, message):
     with pytest.raises(I.InterventionError, match=None) as exc:
@@ -115,3 +117,30 @@ def test_unknown_intervention_lists_the_valid_ones():
 def test_shipped_files_parse_as_plain_yaml():
     for path in I.INTERVENTIONS_DIR.glob("*.yaml"):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path.name
+
+
+def _config(method, *overrides):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(to_run_config(compose(method, list(overrides)))))
+
+
+def test_a_patch_that_sets_what_the_run_already_has_changes_nothing():
+    byol = _config("byol")
+    assert not REGISTRY["stop_gradient"].changes(byol)              # BYOL already stops the gradient
+    assert REGISTRY["stop_gradient"].changes(_config("byol", "method.stop_grad=false"))
+    assert not REGISTRY["projector_norm"].changes(byol)             # batch norm in both heads already
+    assert REGISTRY["projector_norm"].changes(byol, {"norm": "layer"})
+    assert REGISTRY["lr_lower"].changes(byol)
+
+
+def test_requires_keeps_predictor_knobs_off_a_run_without_predictor():
+    without = _config("byol", "fault=byol_no_predictor")
+    names = [iv.id for iv in I.candidates("complete_collapse", "byol", config=without)]
+    assert "predictor_on" in names and "predictor_lr" not in names and "predictor_depth" not in names
+    assert "predictor_lr" in [iv.id for iv in I.candidates("complete_collapse", "byol", config=_config("byol"))]
+    for iv in REGISTRY.values():   # every required key is a real config key of every method it claims
+        for method in iv.methods:
+            config = _config(method)
+            for key in iv.requires:
+                assert I._lookup(config, key) is not I._MISSING, (iv.id, key)

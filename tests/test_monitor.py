@@ -99,3 +99,24 @@ def test_resumed_run_keeps_the_monitors_state(compose_run, tmp_path):
     from autofix.trainer import Hook
     Trainer(compose_run("vicreg", *common, f"trainer.resume={half}"), tmp_path / "r2", hooks=[Hook()] + fresh).fit()
     assert [(e.step, e.onset) for e in fresh[0].events] != [(e.step, e.onset) for e in a.events]
+
+
+def test_initial_feature_norms_use_batch_statistics_and_leave_the_model_alone(compose_run, tmp_path):
+    import torch
+
+    from autofix.monitor.health import _initial_norms
+
+    trainer = Trainer(compose_run("simclr"), tmp_path)
+    model = trainer.model.eval()
+    x = trainer.normalize(trainer.data.train_x[:64].float().div(255))
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    norms = _initial_norms(model, x)
+    assert not model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())
+    with torch.no_grad():
+        model.train()
+        z = model.projector(model.backbone(x))   # BatchNorm on this batch's statistics
+        model.eval()
+        z_eval = model.projector(model.backbone(x))
+    assert norms["projector"] == pytest.approx(z.norm(dim=1).mean().item(), rel=1e-4)
+    # a fresh BatchNorm's running statistics (0 and 1) put eval-mode features on another scale
+    assert z_eval.norm(dim=1).mean().item() < 0.5 * norms["projector"]

@@ -4,6 +4,7 @@ detectors over them. It never changes training: checks run under a forked RNG, i
 the train-mode BatchNorm check freezes running statistics."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ class MonitorConfig:
     loss_window: int = bounded(50, 4)      # steps over which loss dynamics are measured
     knn_every: int = bounded(100, 0)       # steps between kNN probes on the validation split (0 = off);
                                            # a multiple of `every`; overfitting is judged on these
+    knn_bank: int = bounded(512, 10)       # training images in those probes' bank: a third of the cost of
+                                           # the full split's (the run's own probes keep probe.max_train)
     stop_on_symptom: bool = False          # end the run at the first symptom (the remediation loop sets this)
     detectors: dict[str, DetectorConfig] = field(default_factory=dict)
 
@@ -80,6 +83,18 @@ def _geometry(prefix: str, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]
     return out
 
 
+def _initial_norms(model, x) -> dict[str, float]:
+    """Feature norms before any training step, the scale growth is judged against. Measured in train mode
+    (BatchNorm on batch statistics) on a copy: in eval mode a fresh BatchNorm's running statistics are
+    still 0 and 1, which made the projector's first norm 10x too small and healthy runs 'grow' 20x."""
+    clone = copy.deepcopy(model).train()
+    h, z = _embed(clone, x)
+    norms = {"encoder": geometry.norm_stats(h)["mean"]}
+    if z is not None:
+        norms["projector"] = geometry.norm_stats(z)["mean"]
+    return norms
+
+
 def _distance(xs, ys) -> float:
     return math.sqrt(sum(float((x.detach().double() - y.detach().double()).pow(2).sum()) for x, y in zip(xs, ys)))
 
@@ -99,6 +114,8 @@ class HealthMonitor:
         self._capture = False
         self._train_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.best_knn, self.loss_at_best = float("-inf"), float("nan")
+        self.first_loss = float("nan")     # mean loss over the first check's window: the start's loss
+        self.knn_start = float("nan")      # the probe before any step (runs from scratch only)
         self.last_metrics: dict[str, float] = {}
 
     # ---- hook interface -------------------------------------------------------------------------
@@ -120,14 +137,9 @@ class HealthMonitor:
             if isinstance(m, ACTIVATION_TYPES):
                 m.register_forward_hook(self._record_activation)
         self.out_dir = Path(trainer.out_dir)
-        # feature norms before any training step: growth is judged against the architecture's own scale
-        was_training = model.training
-        model.eval()
-        h, z = _embed(model, self.buffer.views[0])
-        model.train(was_training)
-        self.init_norms = {"encoder": geometry.norm_stats(h)["mean"]}
-        if z is not None:
-            self.init_norms["projector"] = geometry.norm_stats(z)["mean"]
+        self.init_norms = _initial_norms(model, self.buffer.views[0])
+        if trainer.step == 0 and self.cfg.knn_every and math.isnan(self.knn_start):
+            self.knn_start = trainer.probe(max_train=self.cfg.knn_bank)["probe/knn"]
 
     def after_step(self, trainer, out) -> None:
         self.losses.append(out.loss.detach().float())
@@ -161,6 +173,9 @@ class HealthMonitor:
         recent = self.losses[-self.cfg.every:]
         m["train/nonfinite_loss"] = float(sum(not math.isfinite(v) for v in torch.stack(recent).tolist())) \
             if recent else 0.0
+        if window and math.isnan(self.first_loss):
+            first = window[-self.cfg.every:]
+            self.first_loss = sum(first) / len(first)
         m["loss/rel_improvement"] = dynamics.relative_improvement(window)
         m["loss/spike_score"] = dynamics.robust_spike_score(window)
         m["loss/oscillation"] = dynamics.oscillation(window)
@@ -215,7 +230,12 @@ class HealthMonitor:
         if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
             # the probe falling from its best while the loss still improves is overfitting
             recent_losses = window[-self.cfg.every:]
-            knn, loss = trainer.probe()["probe/knn"], sum(recent_losses) / max(len(recent_losses), 1)
+            knn = trainer.probe(max_train=self.cfg.knn_bank)["probe/knn"]
+            loss = sum(recent_losses) / max(len(recent_losses), 1)
+            if self.best_knn == float("-inf") and not math.isnan(self.knn_start):
+                # a run from scratch is also judged against its starting point: a shortcut can pull the
+                # probe down before the first check
+                self.best_knn, self.loss_at_best = self.knn_start, self.first_loss
             if knn > self.best_knn:
                 self.best_knn, self.loss_at_best = knn, loss
             m["probe/knn"], m["probe/knn_drop"] = knn, self.best_knn - knn
@@ -325,7 +345,8 @@ class HealthMonitor:
                 "previous": self.previous, "init_norms": dict(self.init_norms),
                 "losses": [float(v) for v in self.losses], "grad_norms": [float(v) for v in self.grad_norms],
                 "grad_history": list(self.grad_history), "best_knn": self.best_knn,
-                "loss_at_best": self.loss_at_best, "last_metrics": dict(self.last_metrics),
+                "loss_at_best": self.loss_at_best, "first_loss": self.first_loss,
+                "knn_start": self.knn_start, "last_metrics": dict(self.last_metrics),
                 "events": [asdict(e) for e in self.events],
                 "detectors": {d.name: d.state_dict() for d in self.detectors}}
 
@@ -340,6 +361,8 @@ class HealthMonitor:
         self.grad_norms = [torch.tensor(v, device=dev) for v in state["grad_norms"]]
         self.grad_history, self.best_knn = list(state["grad_history"]), state["best_knn"]
         self.loss_at_best, self.last_metrics = state["loss_at_best"], dict(state["last_metrics"])
+        self.first_loss = state.get("first_loss", float("nan"))
+        self.knn_start = state.get("knn_start", float("nan"))
         self.events = [Symptom(**e) for e in state["events"]]
         fired = {e.detector: e for e in self.events}
         for d in self.detectors:

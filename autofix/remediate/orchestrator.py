@@ -156,14 +156,22 @@ class Orchestrator:
         healthy = [s for s in parent["healthy_steps"] if s < event["onset"]]
         return max(healthy) if healthy else 0
 
-    def candidates(self, symptom: str) -> list:
+    def config_dict(self) -> dict:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.structured(self.cfg))
+
+    def candidates(self, symptom: str) -> tuple[list, list]:
+        """The interventions to try for `symptom`, and those left out because their patch would change
+        nothing in the parent's config (no child is spent on a run that is the control again)."""
         from .. import interventions
 
-        backbone = self.cfg.model.backbone
-        found = interventions.candidates(symptom, self.cfg.method.name, backbone, self.registry)
+        config = self.config_dict()
+        found = interventions.candidates(symptom, self.cfg.method.name, self.cfg.model.backbone, self.registry,
+                                         config)
         if self.cfg.remediation.candidates:
             found = [iv for iv in found if iv.id in self.cfg.remediation.candidates]
-        return found
+        return [iv for iv in found if iv.changes(config)], [iv for iv in found if not iv.changes(config)]
 
     def remediate(self, parent: dict, event: dict) -> list[V.Verdict]:
         import optuna
@@ -176,8 +184,11 @@ class Orchestrator:
         ckpt = Path(parent["checkpoints"]) / f"step_{fork:08d}.pt"
         if not ckpt.is_file():
             raise ConfigError(f"no checkpoint at the fork point (step {fork}): {ckpt}")
-        cands = self.candidates(symptom)
-        pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry)
+        cands, noops = self.candidates(symptom)
+        pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry,
+                                        self.config_dict())
+        if noops:
+            console.print(f"  not tried, already in the parent's config: {', '.join(iv.id for iv in noops)}")
         if not cands:
             console.print(f"[yellow]no intervention targets {symptom} for {self.cfg.method.name}; nothing to try[/]")
             return []
@@ -185,7 +196,7 @@ class Orchestrator:
                                     direction="maximize", sampler=_sampler(self.cfg), pruner=_pruner(self.cfg),
                                     load_if_exists=True)
         if not study.user_attrs.get("planned"):
-            self._plan(study, cands, pool, fork)
+            self._plan(study, cands, noops, pool, fork)
         launcher = build_launcher(self.cfg.launcher, self.folder)
         self._recover(study, launcher)
         console.print(f"[bold]remediating {symptom}[/] from step {fork} ({r.fork}): {len(cands)} candidates x "
@@ -233,7 +244,7 @@ class Orchestrator:
             launcher.close()
         return self.verdicts(study)
 
-    def _plan(self, study, cands, pool, fork: int) -> None:
+    def _plan(self, study, cands, noops, pool, fork: int) -> None:
         r = self.cfg.remediation
         # One random patch, replicated on every seed like the treatments, so it is compared seed by seed.
         rng = pyrandom.Random(r.seed)
@@ -247,6 +258,7 @@ class Orchestrator:
         for iv in cands:  # every candidate once, on seed 0; the most promising get the other seeds
             study.enqueue_trial(_fixed(iv), user_attrs={"role": TREATMENT, "seed": 0, "origin": "default",
                                                         "config": f"{iv.id}:default"})
+        study.set_user_attr("noops", [iv.id for iv in noops])
         study.set_user_attr("planned", True)
         study.set_user_attr("fork_step", fork)
 

@@ -24,7 +24,9 @@ def write(folder: Path, symptom: str, study, verdicts: list[V.Verdict], parent: 
     title = f"Verdicts for {symptom} (fork at step {study.user_attrs.get('fork_step')})"
     files = {"md": out / "verdicts.md", "html": out / "verdicts.html", "csv": out / "trials.csv",
              "json": out / "verdicts.json"}
-    files["md"].write_text(f"# {title}\n\n{V.markdown(rows)}\n\n{_legend()}\n")
+    noops = study.user_attrs.get("noops") or []
+    skipped = f"Not tried, their patch is already in the parent's config: {', '.join(noops)}.\n\n" if noops else ""
+    files["md"].write_text(f"# {title}\n\n{V.markdown(rows)}\n\n{skipped}{_legend()}\n")
     files["html"].write_text(V.html(rows, title))
     study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration")).to_csv(files["csv"], index=False)
     files["json"].write_text(json.dumps([_verdict_dict(v) for v in verdicts], indent=1))
