@@ -28,10 +28,13 @@ def _arm(knn, resolved=True):
 def test_helped_needs_both_arms_beaten_and_the_symptom_resolved():
     control, random = _arm([0.30, 0.32, 0.31]), _arm([0.40, 0.38, 0.41])
     assert V.decide("fix", _arm([0.80, 0.82, 0.81]), control, random).verdict == V.HELPED
-    # beats the control but not the random arm: not a fix
-    assert V.decide("meh", _arm([0.41, 0.39, 0.40]), control, random).verdict == V.NO_EFFECT
-    # beats both but the detector still fires at the end
-    assert V.decide("masks", _arm([0.80, 0.82, 0.81], resolved=False), control, random).verdict == V.NO_EFFECT
+    # beats the control but not the random arm: no kNN gain that counts, only the alarm silenced
+    assert V.decide("meh", _arm([0.41, 0.39, 0.40]), control, random).verdict == V.RESOLVED_NO_GAIN
+    # beats both but the detector still fires at the end: half a fix, named as such
+    assert V.decide("masks", _arm([0.80, 0.82, 0.81], resolved=False), control, random).verdict == V.GAIN_UNRESOLVED
+    # silences the detector without a kNN gain
+    assert V.decide("quiet", _arm([0.30, 0.33, 0.31]), control, random).verdict == V.RESOLVED_NO_GAIN
+    assert V.decide("none", _arm([0.30, 0.33, 0.31], resolved=False), control, random).verdict == V.NO_EFFECT
 
 
 def test_hurt_and_incomplete():

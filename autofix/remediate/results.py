@@ -41,7 +41,8 @@ def write(folder: Path, symptom: str, study, verdicts: list[V.Verdict], parent: 
 def _legend() -> str:
     return ("kNN: mean final kNN accuracy over seeds. vs control / vs random: mean paired difference in final kNN "
             "with its t interval over seeds. helped = both intervals above 0 and the symptom resolved in at "
-            "least half the seeds; hurt = the interval against the control below 0.")
+            "least half the seeds; 'kNN gain, symptom persists' and 'resolved, no kNN gain' = one half of that; "
+            "hurt = the interval against the control below 0.")
 
 
 def _verdict_dict(v: V.Verdict) -> dict:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from scipy import stats
 
 HELPED, NO_EFFECT, HURT, INCOMPLETE, SCREENED = "helped", "no effect", "hurt", "incomplete", "screened out"
+# Half a fix, named as such rather than lumped with "no effect": the probe gains but the alarm stays, or the
+# alarm goes quiet without the probe gaining (a fix that only silences the detector is not a fix).
+GAIN_UNRESOLVED, RESOLVED_NO_GAIN = "kNN gain, symptom persists", "resolved, no kNN gain"
 
 
 @dataclass
@@ -76,6 +79,7 @@ def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confiden
            screened: bool = False) -> Verdict:
     """helped: the kNN gain over the control AND over the random arm has an interval above 0, and the symptom
     is resolved in at least half the seeds. hurt: the change against the control has an interval below 0.
+    Either half alone is named: a kNN gain with the symptom persisting, or resolved with no kNN gain.
     Otherwise no effect (or incomplete, with fewer than two seeds against the control)."""
     vs_control = paired_interval(treatment.knn, control.knn, confidence)
     vs_random = paired_interval(treatment.knn, random.knn, confidence) if random else Interval(float("nan"), float("nan"), float("nan"), 0)
@@ -86,11 +90,11 @@ def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confiden
         verdict = INCOMPLETE
     elif vs_control.excludes_zero_below():
         verdict = HURT
-    elif (vs_control.excludes_zero_above() and (random is None or vs_random.excludes_zero_above())
-          and rate >= 0.5):
-        verdict = HELPED
     else:
-        verdict = NO_EFFECT
+        gain = vs_control.excludes_zero_above() and (random is None or vs_random.excludes_zero_above())
+        resolved = rate >= 0.5
+        verdict = {(True, True): HELPED, (True, False): GAIN_UNRESOLVED, (False, True): RESOLVED_NO_GAIN,
+                   (False, False): NO_EFFECT}[gain, resolved]
     vals = [v for v in treatment.knn.values() if math.isfinite(v)]
     return Verdict(name, vs_control, vs_random, rate, verdict, len(treatment.knn), treatment.steps,
                    round(treatment.seconds, 1), treatment.failed, sum(vals) / len(vals) if vals else float("nan"))
@@ -98,7 +102,7 @@ def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confiden
 
 def table(verdicts: list[Verdict], control: Arm, random: Arm | None) -> list[dict]:
     """Rows for markdown/HTML/terminal tables, best first."""
-    order = {HELPED: 0, NO_EFFECT: 1, HURT: 2, INCOMPLETE: 3, SCREENED: 4}
+    order = {HELPED: 0, GAIN_UNRESOLVED: 1, RESOLVED_NO_GAIN: 2, NO_EFFECT: 3, HURT: 4, INCOMPLETE: 5, SCREENED: 6}
     rows = [{"intervention": "control (no patch)", "seeds": len(control.knn), "resolved": _rate(control.resolved_rate),
              "kNN": _mean(control.knn), "vs control": "", "vs random": "", "verdict": "", "steps": control.steps,
              "seconds": round(control.seconds, 1)}]
