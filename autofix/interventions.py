@@ -18,8 +18,9 @@ from .symptoms import INTERVENTIONS_DIR, load_symptoms
 
 METHOD_NAMES = ("simclr", "byol", "vicreg", "mae")
 PARAM_TYPES = ("float", "int", "categorical")
-FIELDS = {"summary", "family", "methods", "backbones", "symptoms", "patch", "space", "why", "requires"}
+FIELDS = {"summary", "family", "methods", "backbones", "devices", "symptoms", "patch", "space", "why", "requires"}
 BACKBONE_NAMES = ("tiny_convnet", "resnet18", "vit")
+DEVICE_NAMES = ("cpu", "cuda")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Files in interventions/ that hold other data than interventions.
 OTHER_FILES = {"symptoms.yaml", "catalog_links.yaml"}
@@ -64,6 +65,7 @@ class Intervention:
     backbones: tuple[str, ...] = BACKBONE_NAMES  # a ViT-only knob does nothing to a convnet
     requires: dict[str, Any] = field(default_factory=dict)  # config values it needs (a predictor knob needs
                                                              # the predictor on)
+    devices: tuple[str, ...] = DEVICE_NAMES  # fp16 autocast on a CPU is slow emulation, not a fix to try
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self.space.items()}
@@ -90,8 +92,9 @@ class Intervention:
     def suggest(self, trial) -> dict[str, Any]:
         return {name: p.suggest(trial, self.id) for name, p in self.space.items()}
 
-    def applies_to(self, method: str, backbone: str | None = None) -> bool:
-        return method in self.methods and (backbone is None or backbone in self.backbones)
+    def applies_to(self, method: str, backbone: str | None = None, device: str | None = None) -> bool:
+        return (method in self.methods and (backbone is None or backbone in self.backbones)
+                and (device is None or device in self.devices))
 
 
 _MISSING = object()
@@ -183,13 +186,17 @@ def _intervention(source: Path, iid: str, spec: Any, symptoms: set[str]) -> Inte
         raise InterventionError(f"{where}.patch: placeholder(s) {sorted(used - set(space))} have no entry in space")
     if set(space) - used:
         raise InterventionError(f"{where}.space: {sorted(set(space) - used)} not used by any patch line")
+    devices = spec.get("devices", list(DEVICE_NAMES))
+    if not isinstance(devices, list) or not devices or set(devices) - set(DEVICE_NAMES):
+        raise InterventionError(f"{where}.devices: {devices!r}; valid: a list of {', '.join(DEVICE_NAMES)}")
     requires = spec.get("requires") or {}
     if not isinstance(requires, dict) or not all(isinstance(k, str) and not isinstance(v, (dict, list))
                                                  for k, v in requires.items()):
         raise InterventionError(f"{where}.requires: expected a mapping of config key -> value "
                                 "(e.g. method.use_predictor: true)")
     return Intervention(iid, str(spec["summary"]), str(spec["family"]), tuple(methods), tuple(targets),
-                        tuple(patch), space, str(spec.get("why", "")), source.name, tuple(backbones), requires)
+                        tuple(patch), space, str(spec.get("why", "")), source.name, tuple(backbones), requires,
+                        tuple(devices))
 
 
 def load(folder: Path | str | None = None) -> dict[str, Intervention]:
@@ -226,20 +233,21 @@ def get(iid: str, registry: dict[str, Intervention] | None = None) -> Interventi
 
 
 def candidates(symptom: str, method: str, backbone: str | None = None,
-               registry: dict[str, Intervention] | None = None, config: dict | None = None) -> list[Intervention]:
-    """The interventions that target `symptom` and apply to `method` (and `backbone`, and the run's
-    `config` where given), in id order."""
+               registry: dict[str, Intervention] | None = None, config: dict | None = None,
+               device: str | None = None) -> list[Intervention]:
+    """The interventions that target `symptom` and apply to `method` (and `backbone`, the run's
+    `config` and `device` where given), in id order."""
     registry = registry if registry is not None else load()
     return [iv for _, iv in sorted(registry.items())
-            if symptom in iv.symptoms and iv.applies_to(method, backbone) and iv.fits(config)]
+            if symptom in iv.symptoms and iv.applies_to(method, backbone, device) and iv.fits(config)]
 
 
-def applicable(method: str, backbone: str | None = None,
-               registry: dict[str, Intervention] | None = None, config: dict | None = None) -> list[Intervention]:
-    """Every intervention for `method` (and `backbone`, and `config`), whatever it targets: the
+def applicable(method: str, backbone: str | None = None, registry: dict[str, Intervention] | None = None,
+               config: dict | None = None, device: str | None = None) -> list[Intervention]:
+    """Every intervention for `method` (and `backbone`, `config`, `device`), whatever it targets: the
     random-baseline arm draws from these."""
     registry = registry if registry is not None else load()
-    return [iv for _, iv in sorted(registry.items()) if iv.applies_to(method, backbone) and iv.fits(config)]
+    return [iv for _, iv in sorted(registry.items()) if iv.applies_to(method, backbone, device) and iv.fits(config)]
 
 
 def grid_points(iv: Intervention) -> list[dict[str, Any]]:

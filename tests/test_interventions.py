@@ -101,6 +101,8 @@ def _write(tmp_path, text, name="bad.yaml"):
     ("x:\n  summary: s\n", "missing field 'family'"),
     ("x:\n  summary: s\n  family: f\n  methods: [simclr]\n  symptoms: []\n  patch: ['a=1']\n  requires: [a]\n",
      "intervention 'x'.requires: expected a mapping"),
+    ("x:\n  summary: s\n  family: f\n  methods: [simclr]\n  devices: [tpu]\n  symptoms: []\n  patch: ['a=1']\n",
+     "intervention 'x'.devices: ['tpu']; valid: a list of cpu, cuda"),
 ])
 def test_malformed_intervention_files_name_file_and_field(tmp_path, text, message):
     with pytest.raises(I.InterventionError, match=None) as exc:
@@ -139,8 +141,14 @@ def test_requires_keeps_predictor_knobs_off_a_run_without_predictor():
     names = [iv.id for iv in I.candidates("complete_collapse", "byol", config=without)]
     assert "predictor_on" in names and "predictor_lr" not in names and "predictor_depth" not in names
     assert "predictor_lr" in [iv.id for iv in I.candidates("complete_collapse", "byol", config=_config("byol"))]
-    for iv in REGISTRY.values():   # every required key is a real config key of every method it claims
+    for iv in (iv for iv in REGISTRY.values() if iv.requires):  # every required key is a real config key
         for method in iv.methods:
             config = _config(method)
             for key in iv.requires:
                 assert I._lookup(config, key) is not I._MISSING, (iv.id, key)
+
+
+def test_fp16_is_not_tried_on_a_cpu():
+    on_cpu = [iv.id for iv in I.applicable("vicreg", device="cpu")]
+    assert "mixed_precision" not in on_cpu and "lr_lower" in on_cpu
+    assert "mixed_precision" in [iv.id for iv in I.applicable("vicreg", device="cuda")]

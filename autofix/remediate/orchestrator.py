@@ -156,6 +156,12 @@ class Orchestrator:
         healthy = [s for s in parent["healthy_steps"] if s < event["onset"]]
         return max(healthy) if healthy else 0
 
+    def device_type(self) -> str:
+        """Where the children will train ("auto" resolved here, as the parent resolved it)."""
+        from ..build import pick_device
+
+        return pick_device(self.cfg.trainer.device).type
+
     def config_dict(self) -> dict:
         from omegaconf import OmegaConf
 
@@ -168,7 +174,7 @@ class Orchestrator:
 
         config = self.config_dict()
         found = interventions.candidates(symptom, self.cfg.method.name, self.cfg.model.backbone, self.registry,
-                                         config)
+                                         config, self.device_type())
         if self.cfg.remediation.candidates:
             found = [iv for iv in found if iv.id in self.cfg.remediation.candidates]
         return [iv for iv in found if iv.changes(config)], [iv for iv in found if not iv.changes(config)]
@@ -186,7 +192,7 @@ class Orchestrator:
             raise ConfigError(f"no checkpoint at the fork point (step {fork}): {ckpt}")
         cands, noops = self.candidates(symptom)
         pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry,
-                                        self.config_dict())
+                                        self.config_dict(), self.device_type())
         if noops:
             console.print(f"  not tried, already in the parent's config: {', '.join(iv.id for iv in noops)}")
         if not cands:
