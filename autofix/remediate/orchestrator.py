@@ -253,9 +253,13 @@ class Orchestrator:
     def _plan(self, study, cands, noops, pool, fork: int) -> None:
         r = self.cfg.remediation
         # One random patch, replicated on every seed like the treatments, so it is compared seed by seed.
-        rng = pyrandom.Random(r.seed)
-        iv = rng.choice(pool)
-        drawn = {name: _draw(p, rng) for name, p in iv.space.items()}
+        # A draw that would leave the config as it is (a default already in place) is another control: redraw.
+        rng, config = pyrandom.Random(r.seed), self.config_dict()
+        for _ in range(1000):
+            iv = rng.choice(pool)
+            drawn = {name: _draw(p, rng) for name, p in iv.space.items()}
+            if iv.changes(config, drawn):
+                break
         for s in range(r.seeds):
             study.enqueue_trial({}, user_attrs={"role": CONTROL, "seed": s, "origin": "arm"})
             if r.random_arm:
