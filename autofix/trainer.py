@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reference_models.data.splits import cap_indices
 from reference_models.regularizers import apply_regularizers
 
 from . import checkpoint as ckpt
@@ -203,16 +204,19 @@ class Trainer:
         self.tracker.log_metrics(row, self.step)
 
     # ---- probes ---------------------------------------------------------------------------------
-    def probe(self, linear: bool = False, max_train: int | None = None) -> dict[str, float]:
+    def probe(self, linear: bool = False, max_train: int | None = None,
+              max_val: int | None = None) -> dict[str, float]:
+        """kNN (and optionally linear) accuracy of the encoder on the validation split. `max_train` and
+        `max_val` cap the bank and the queries (the monitor's cheaper probes)."""
         p = self.cfg.probe
         was_training = self.model.training
         self.model.eval()
-        cap = min(p.max_train, max_train or p.max_train)
-        bank_x, bank_y = self.data.train_x[:cap], self.data.train_y[:cap]
+        bank_x, bank_y = _subset(self.data.train_x, self.data.train_y, min(p.max_train, max_train or p.max_train))
+        val_x, val_y = _subset(self.data.val_x, self.data.val_y, max_val)
         encode = self.model.encode
         bank = extract_features(encode, bank_x.to(self.device), self.normalize, p.batch_size)
-        query = extract_features(encode, self.data.val_x.to(self.device), self.normalize, p.batch_size)
-        bank_y, val_y = bank_y.to(self.device), self.data.val_y.to(self.device)
+        query = extract_features(encode, val_x.to(self.device), self.normalize, p.batch_size)
+        bank_y, val_y = bank_y.to(self.device), val_y.to(self.device)
         out = {"probe/knn": knn_accuracy(bank, bank_y, query, val_y, p.knn_k, p.knn_temperature,
                                          self.data.num_classes)}
         if linear:
@@ -313,3 +317,12 @@ class Trainer:
             "linear": self.probes.get("linear"), "checkpoints": str(self.ring.folder),
             "mlflow": self.tracker.where(), "run_id": self.tracker.run_id,
         }
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most n images, class-balanced and the same on every call and in every run (seed 0): splits keep
+    their on-disk order, which is class by class for an image folder, so the first n would be one class."""
+    if n is None or n >= len(y):
+        return x, y
+    idx = torch.from_numpy(cap_indices(y.cpu().numpy(), n, seed=0)).to(y.device)
+    return x[idx], y[idx]

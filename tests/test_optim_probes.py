@@ -84,3 +84,15 @@ def test_layer_lr_decay_gives_early_blocks_smaller_lrs(compose_run):
     assert backbone == sorted(0.5 ** k for k in range(n))
     assert {g["lr_mult"] for g in opt.param_groups if g["part"] == "head"} == {1.0}
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_probe_subset_is_class_balanced_and_fixed():
+    # an image folder's split is class by class on disk: the first 40 would all be class 0
+    from autofix.trainer import _subset
+    y = torch.arange(4).repeat_interleave(50)
+    x = torch.arange(200)
+    sx, sy = _subset(x, y, 40)
+    assert torch.bincount(sy, minlength=4).tolist() == [10, 10, 10, 10]
+    assert torch.equal(y[sx], sy)
+    assert torch.equal(_subset(x, y, 40)[0], sx)          # the same images on every call
+    assert _subset(x, y, None)[0] is x and _subset(x, y, 500)[0] is x

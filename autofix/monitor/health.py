@@ -35,6 +35,8 @@ class MonitorConfig:
                                            # a multiple of `every`; overfitting is judged on these
     knn_bank: int = bounded(512, 10)       # training images in those probes' bank: a third of the cost of
                                            # the full split's (the run's own probes keep probe.max_train)
+    knn_queries: int = bounded(512, 10)    # validation images those probes classify: on a large split
+                                           # (CIFAR's 10,000) the queries, not the bank, would dominate
     stop_on_symptom: bool = False          # end the run at the first symptom (the remediation loop sets this)
     detectors: dict[str, DetectorConfig] = field(default_factory=dict)
 
@@ -139,7 +141,10 @@ class HealthMonitor:
         self.out_dir = Path(trainer.out_dir)
         self.init_norms = _initial_norms(model, self.buffer.views[0])
         if trainer.step == 0 and self.cfg.knn_every and math.isnan(self.knn_start):
-            self.knn_start = trainer.probe(max_train=self.cfg.knn_bank)["probe/knn"]
+            self.knn_start = self._knn(trainer)
+
+    def _knn(self, trainer) -> float:
+        return trainer.probe(max_train=self.cfg.knn_bank, max_val=self.cfg.knn_queries)["probe/knn"]
 
     def after_step(self, trainer, out) -> None:
         self.losses.append(out.loss.detach().float())
@@ -230,7 +235,7 @@ class HealthMonitor:
         if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
             # the probe falling from its best while the loss still improves is overfitting
             recent_losses = window[-self.cfg.every:]
-            knn = trainer.probe(max_train=self.cfg.knn_bank)["probe/knn"]
+            knn = self._knn(trainer)
             loss = sum(recent_losses) / max(len(recent_losses), 1)
             if self.best_knn == float("-inf") and not math.isnan(self.knn_start):
                 # a run from scratch is also judged against its starting point: a shortcut can pull the
