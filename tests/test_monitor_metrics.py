@@ -353,3 +353,27 @@ def test_nonfinite_inputs_give_nan_elsewhere():
     assert math.isnan(optimization.grad_norms([("w", p)])["global"])
     assert math.isnan(dynamics.relative_improvement([1.0, float("nan"), 2.0, 3.0]))
     assert math.isnan(dynamics.spike_count([float("inf"), 1.0]))
+
+
+def test_spectrum_of_a_wide_batch_matches_the_covariance_eigenvalues():
+    # the N x D shortcut (singular values of the centred batch) against the D x D covariance itself
+    z = torch.randn(40, 300, generator=gen(21), dtype=torch.float64) @ torch.randn(300, 300, generator=gen(22),
+                                                                                     dtype=torch.float64)
+    zc = z - z.mean(dim=0)
+    ev = torch.linalg.eigvalsh(zc.T @ zc / 39).flip(0).clamp_min(0)
+    assert geometry.spectrum(z, k=5)["top5_explained"] == pytest.approx((ev[:5].sum() / ev.sum()).item(), rel=1e-9)
+
+
+def test_correlation_stats_of_wide_embeddings():
+    # 2048 dimensions in pairs of copies (|r| = 1 within a pair, about 0 across): the 1024-dimension
+    # estimate of mean |corr| stays near the exact 1/2047, and the energy (exact, via the N x N Gram) near
+    # its exact share
+    x = torch.randn(64, 1024, generator=gen(23), dtype=torch.float64)
+    out = geometry.correlation_stats(torch.cat([x, x], dim=1))
+    zc = x - x.mean(dim=0)
+    c = zc.T @ zc / 63
+    full, diag = 4 * c.pow(2).sum(), 2 * torch.diagonal(c).pow(2).sum()
+    assert out["offdiag_energy"] == pytest.approx(((full - diag) / full).item(), rel=1e-9)
+    r = (c / torch.outer(torch.diagonal(c).sqrt(), torch.diagonal(c).sqrt())).abs()
+    exact = (4 * r.sum() - 2 * torch.diagonal(r).sum()) / (2048 * 2047)   # every pair, copies included
+    assert out["mean_abs_corr"] == pytest.approx(exact.item(), rel=0.1)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 NAN = float("nan")
 RANKME_EPS = 1e-7          # Garrido et al. 2023 add this to every normalised singular value
 POWERLAW_REL_FLOOR = 1e-6  # eigenvalues below this share of the largest one are numerical noise
+CORR_MAX_DIMS = 1024       # mean |correlation| over at most this many dimensions (a fixed random subset)
 
 
 def _prep(z) -> torch.Tensor | None:
@@ -24,11 +25,6 @@ def _prep(z) -> torch.Tensor | None:
     if z.numel() == 0 or not bool(torch.isfinite(z).all()):
         return None
     return z
-
-
-def _covariance(z: torch.Tensor) -> torch.Tensor:
-    zc = z - z.mean(dim=0)
-    return zc.T @ zc / (z.shape[0] - 1)
 
 
 def effective_rank(z) -> float:
@@ -47,8 +43,10 @@ def effective_rank(z) -> float:
 
 
 def _eigenvalues(z: torch.Tensor) -> torch.Tensor:
-    """Covariance eigenvalues, largest first, clipped at 0 (tiny negatives are round-off)."""
-    return torch.linalg.eigvalsh(_covariance(z)).flip(0).clamp_min(0.0)
+    """Covariance eigenvalues, largest first: the squared singular values of the centred batch over
+    N - 1. An N x D decomposition instead of a D x D one (a 2048-wide projector: 0.3 s -> 20 ms on a CPU)."""
+    s = torch.linalg.svdvals(z - z.mean(dim=0))
+    return s.pow(2) / (z.shape[0] - 1)
 
 
 def spectrum(z, k: int = 5) -> dict[str, float]:
@@ -149,22 +147,32 @@ def correlation_stats(z) -> dict[str, float]:
     """Redundancy between dimensions. `offdiag_energy`: ||C - diag C||_F^2 / ||C||_F^2 of the
     covariance C (0 = decorrelated, as VICReg/Barlow Twins ask). `mean_abs_corr`: mean |Pearson
     correlation| over distinct pairs of dimensions that vary (constant dimensions are left out; NaN if
-    fewer than two vary). Both near 1 mean the dimensions repeat one another (dimensional collapse)."""
+    fewer than two vary; over a fixed random 1024 of them when more vary). Both near 1 mean the
+    dimensions repeat one another (dimensional collapse)."""
     z = _prep(z)
     if z is None or z.shape[0] < 2:
         return {"offdiag_energy": NAN, "mean_abs_corr": NAN}
-    c = _covariance(z)
-    full = c.pow(2).sum()
-    off = full - torch.diagonal(c).pow(2).sum()
+    n, d = z.shape
+    zc = z - z.mean(dim=0)
+    var = zc.pow(2).sum(dim=0) / (n - 1)          # the covariance's diagonal
+    # ||C||_F is also ||Zc Zc^T||_F / (N-1): use whichever matrix is smaller (N x N for wide embeddings)
+    small = (zc.T @ zc if d <= n else zc @ zc.T) / (n - 1)
+    full = small.pow(2).sum()
+    off = (full - var.pow(2).sum()).clamp_min(0.0)
     energy = (off / full).item() if full > 0 else NAN
     # exact test on the input: a constant column's float variance can come out as 1e-33, not 0
-    varying = (z.max(dim=0).values - z.min(dim=0).values) > 0
-    m = int(varying.sum().item())
+    varying = torch.nonzero((z.max(dim=0).values - z.min(dim=0).values) > 0).flatten()
+    m = len(varying)
     if m < 2:
         return {"offdiag_energy": energy, "mean_abs_corr": NAN}
-    cv = c[varying][:, varying]
-    sd = torch.diagonal(cv).sqrt()
-    r = (cv / (sd[:, None] * sd[None, :])).clamp(-1.0, 1.0)
+    if m > CORR_MAX_DIMS:
+        # the mean over pairs of a fixed random subset of dimensions: an unbiased estimate at a
+        # fraction of the D x D cost (VICReg's 8192 dimensions: 67 million pairs)
+        keep = torch.randperm(m, generator=torch.Generator().manual_seed(0))[:CORR_MAX_DIMS]
+        varying, m = varying[keep.to(varying.device)], CORR_MAX_DIMS
+    u = zc[:, varying]
+    u = u / u.norm(dim=0)
+    r = (u.T @ u).clamp(-1.0, 1.0)
     mean_abs = (r.abs().sum() - torch.diagonal(r).abs().sum()) / (m * (m - 1))
     return {"offdiag_energy": energy, "mean_abs_corr": mean_abs.item()}
 

@@ -64,10 +64,10 @@ def _embed(model, x):
 
 def _geometry(prefix: str, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     """Embedding geometry of one branch from its two probe views."""
-    d = a.shape[1]
+    d, rank = a.shape[1], geometry.effective_rank(a)
     out = {
-        f"{prefix}/rank": geometry.effective_rank(a),
-        f"{prefix}/rank_frac": geometry.effective_rank(a) / min(a.shape),
+        f"{prefix}/rank": rank,
+        f"{prefix}/rank_frac": rank / min(a.shape),
         # std of l2-normalised embeddings times sqrt(D): about 1 when spread, 0 when collapsed
         f"{prefix}/std_sqrt_d": geometry.normalized_std(a) * math.sqrt(d),
         f"{prefix}/pairwise_cos": geometry.mean_pairwise_cosine(a),
@@ -98,7 +98,8 @@ def _initial_norms(model, x) -> dict[str, float]:
 
 
 def _distance(xs, ys) -> float:
-    return math.sqrt(sum(float((x.detach().double() - y.detach().double()).pow(2).sum()) for x, y in zip(xs, ys)))
+    sq = [(x.detach().double() - y.detach().double()).pow(2).sum() for x, y in zip(xs, ys)]
+    return math.sqrt(torch.stack(sq).sum().item()) if sq else 0.0
 
 
 class HealthMonitor:
@@ -207,9 +208,11 @@ class HealthMonitor:
         h1, z1 = _embed(model, v1)
         self._capture = False
         h2, z2 = _embed(model, v2)
-        m.update(_geometry("health/encoder", h1, h2))
+        # Geometry on host copies: on a GPU its small SVDs and some forty scalar reads each cost a
+        # device round trip, while 128 rows of a few hundred numbers take a CPU core milliseconds.
+        m.update(_geometry("health/encoder", h1.cpu(), h2.cpu()))
         if z1 is not None:
-            m.update(_geometry("health/projector", z1, z2))
+            m.update(_geometry("health/projector", z1.cpu(), z2.cpu()))
         for branch, init in self.init_norms.items():
             now = m.get(f"health/{branch}/norm_mean", float("nan"))
             m[f"health/{branch}/norm_growth"] = now / init if init > 0 else float("nan")
@@ -218,10 +221,11 @@ class HealthMonitor:
         for branch, key in (("encoder", "encoder"), ("projector", "projector")):
             if key in self._train_views and f"health/{branch}/positive_cos" in m:
                 a, b = self._train_views[key]
-                train_pos = geometry.pair_cosines(a.detach(), b.detach())["positive"]
+                train_pos = geometry.pair_cosines(a.detach().cpu(), b.detach().cpu())["positive"]
                 m[f"health/{branch}/train_positive_cos"] = train_pos
                 m[f"health/{branch}/augment_gap"] = train_pos - m[f"health/{branch}/positive_cos"]
         self._train_views = {}
+        self._acts = [(k, a.cpu()) for k, a in self._acts]   # (N, C) each: small, and read many times
         relu_like = [a for k, a in self._acts if k is nn.ReLU]
         if relu_like:
             dead = [activations.dead_fraction(a) for a in relu_like]
@@ -253,7 +257,8 @@ class HealthMonitor:
         m: dict[str, float] = {}
         name = trainer.cfg.method.name
         if name == "simclr":
-            m["simclr/neg_entropy"] = method_metrics.contrastive_entropy(z1, z2, trainer.cfg.method.temperature)
+            m["simclr/neg_entropy"] = method_metrics.contrastive_entropy(z1.cpu(), z2.cpu(),
+                                                                          trainer.cfg.method.temperature)
         if name == "byol":
             with torch.no_grad():
                 t1 = model.target_projector(model.target_backbone(v1))

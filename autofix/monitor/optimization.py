@@ -11,9 +11,18 @@ import torch
 NAN = float("nan")
 
 
-def _sq(t: torch.Tensor) -> float:
-    """Squared l2 norm in float64 (float32 squares overflow above about 1e19)."""
-    return torch.linalg.vector_norm(t.detach(), dtype=torch.float64).pow(2).item()
+def _sq(t: torch.Tensor) -> torch.Tensor:
+    """Squared l2 norm in float64 (float32 squares overflow above about 1e19), left on the device."""
+    return torch.linalg.vector_norm(t.detach(), dtype=torch.float64).pow(2)
+
+
+def _values(tensors: list[torch.Tensor]) -> list[float]:
+    """0-d tensors as floats in one transfer: on a GPU each .item() waits for the device (a ResNet has
+    over 60 parameter tensors, and a check measures several sums over all of them)."""
+    if not tensors:
+        return []
+    device = tensors[0].device  # the model's; a tensor elsewhere (rare) is moved there
+    return torch.stack([t.to(device) for t in tensors]).tolist()
 
 
 def _ratio(num_sq: float, den_sq: float) -> float:
@@ -27,17 +36,12 @@ def grad_norms(named_parameters: Iterable[tuple[str, torch.Tensor]]) -> dict:
     `per_layer` (name -> norm, parameters with a gradient only) and `first_last_ratio`: the norm of the
     first weight tensor (ndim >= 2, registration order) over the last one; far below 1 means the
     gradient vanishes on its way to the input layers. NaN where there is nothing to measure."""
-    per_layer: dict[str, float] = {}
-    matrices: list[float] = []
-    total = 0.0
-    for name, p in named_parameters:
-        if p.grad is None:
-            continue
-        sq = _sq(p.grad)
-        total += sq
-        per_layer[name] = math.sqrt(sq)
-        if p.dim() >= 2:  # weights, not biases or norm scales: those are what carry depth
-            matrices.append(sq)
+    with_grad = [(name, p) for name, p in named_parameters if p.grad is not None]
+    sqs = _values([_sq(p.grad) for _, p in with_grad])
+    per_layer = {name: math.sqrt(sq) for (name, _), sq in zip(with_grad, sqs)}
+    total = sum(sqs)
+    # weights, not biases or norm scales: those are what carry depth
+    matrices = [sq for (_, p), sq in zip(with_grad, sqs) if p.dim() >= 2]
     ratio = _ratio(matrices[0], matrices[-1]) if len(matrices) >= 2 else NAN
     return {"global": math.sqrt(total) if per_layer else NAN, "per_layer": per_layer,
             "first_last_ratio": ratio}
@@ -59,27 +63,23 @@ def update_ratio(before: Iterable[torch.Tensor], after: Iterable[torch.Tensor]) 
     """||after - before|| / ||before||, all tensors as one vector: the relative size of an optimiser
     step. About 1e-3 is the usual rule of thumb (Karpathy); far above means a too-high learning rate,
     far below (or 0) means the weights are not moving."""
-    diff = base = 0.0
-    for b, a in _paired(before, after):
-        diff += _sq(a.detach().to(torch.float64) - b.detach().to(torch.float64))
-        base += _sq(b)
-    return _ratio(diff, base)
+    pairs = _paired(before, after)
+    diff = _values([_sq(a.detach().to(torch.float64) - b.detach().to(torch.float64)) for b, a in pairs])
+    base = _values([_sq(b) for b, _ in pairs])
+    return _ratio(sum(diff), sum(base))
 
 
 def weight_norm_ratio(current: Iterable[torch.Tensor], initial: Iterable[torch.Tensor]) -> float:
     """||current|| / ||initial||, all tensors as one vector: growth (divergence, no weight decay) or
     shrinkage (too much weight decay) of the weights since a reference point."""
-    cur = init = 0.0
-    for c, i in _paired(current, initial):
-        cur += _sq(c)
-        init += _sq(i)
-    return _ratio(cur, init)
+    pairs = _paired(current, initial)
+    return _ratio(sum(_values([_sq(c) for c, _ in pairs])), sum(_values([_sq(i) for _, i in pairs])))
 
 
 def count_nonfinite(*tensors_or_iterables) -> int:
     """Number of NaN or +-Inf elements across the arguments: tensors, None (a missing gradient,
     skipped), or iterables / dicts of those, nested to any depth. A NaN is a symptom, not a crash."""
-    count = 0
+    count, on_device = 0, []
     stack = list(tensors_or_iterables)
     while stack:
         item = stack.pop()
@@ -87,7 +87,7 @@ def count_nonfinite(*tensors_or_iterables) -> int:
             continue
         if isinstance(item, torch.Tensor):
             if item.is_floating_point() or item.is_complex():  # integer tensors are always finite
-                count += int((~torch.isfinite(item.detach())).sum().item())
+                on_device.append((~torch.isfinite(item.detach())).sum())
         elif isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, (int, float)):
@@ -100,4 +100,4 @@ def count_nonfinite(*tensors_or_iterables) -> int:
             except TypeError:
                 raise TypeError("count_nonfinite takes tensors, None or iterables of them, "
                                 f"not {type(item).__name__}") from None
-    return count
+    return count + int(sum(_values(on_device)))
