@@ -247,9 +247,10 @@ class HealthMonitor:
                 self.best_knn, self.loss_at_best = self.knn_start, self.first_loss
             if knn > self.best_knn:
                 self.best_knn, self.loss_at_best = knn, loss
-            m["probe/knn"], m["probe/knn_drop"] = knn, self.best_knn - knn
+            # health/knn: the monitor's cheaper probe (its own bank); probe/knn is the run's full probe
+            m["health/knn"], m["health/knn_drop"] = knn, self.best_knn - knn
             # share of the loss removed since the best probe: > 0 while the pretext task still improves
-            m["probe/loss_gain_since_best"] = (self.loss_at_best - loss) / abs(self.loss_at_best or 1.0)
+            m["health/loss_gain_since_best"] = (self.loss_at_best - loss) / abs(self.loss_at_best or 1.0)
         model.train(was_training)
         return m
 

@@ -37,7 +37,7 @@ class ProgressHook:
         holds, severity = self.monitor.state(self.symptom)
         m = self.monitor.last_metrics
         row = {"step": trainer.step, "holds": holds, "severity": severity,
-               "knn": m.get("probe/knn"), "metric": m.get(self.metric) if self.metric else None,
+               "knn": m.get("health/knn"), "metric": m.get(self.metric) if self.metric else None,
                "loss": m.get("loss/rel_improvement")}
         with self.path.open("a") as f:
             f.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)

@@ -138,7 +138,7 @@ class Orchestrator:
         summary = trainer.fit()
         monitor = hooks[0] if hooks else None
         events = [asdict(e) for e in monitor.events] if monitor else []
-        keep = ("probe/knn",) + tuple({r.metric for d in cfg.monitor.detectors.values() for r in d.rules})
+        keep = ("health/knn",) + tuple({r.metric for d in cfg.monitor.detectors.values() for r in d.rules})
         history = [{k: v for k, v in row.items() if k == "step" or k in keep} for row in trainer.history]
         out = {"summary": summary, "events": events, "healthy_steps": forks.healthy if forks else [],
                "checkpoints": str(trainer.ring.folder), "history": [h for h in history if len(h) > 1],
@@ -167,17 +167,18 @@ class Orchestrator:
 
         return OmegaConf.to_container(OmegaConf.structured(self.cfg))
 
-    def candidates(self, symptom: str) -> tuple[list, list]:
+    def candidates(self, symptom: str, config: dict) -> tuple[list, list]:
         """The interventions to try for `symptom`, and those left out because their patch would change
-        nothing in the parent's config (no child is spent on a run that is the control again)."""
+        nothing in the parent's config (`config`, as a dict: no child is spent on a run that is the control
+        again)."""
         from .. import interventions
 
-        config = self.config_dict()
         found = interventions.candidates(symptom, self.cfg.method.name, self.cfg.model.backbone, self.registry,
                                          config, self.device_type())
         if self.cfg.remediation.candidates:
             found = [iv for iv in found if iv.id in self.cfg.remediation.candidates]
-        return [iv for iv in found if iv.changes(config)], [iv for iv in found if not iv.changes(config)]
+        changes = {iv.id: iv.changes(config) for iv in found}
+        return [iv for iv in found if changes[iv.id]], [iv for iv in found if not changes[iv.id]]
 
     def remediate(self, parent: dict, event: dict) -> list[V.Verdict]:
         import optuna
@@ -190,9 +191,10 @@ class Orchestrator:
         ckpt = Path(parent["checkpoints"]) / f"step_{fork:08d}.pt"
         if not ckpt.is_file():
             raise ConfigError(f"no checkpoint at the fork point (step {fork}): {ckpt}")
-        cands, noops = self.candidates(symptom)
+        config = self.config_dict()
+        cands, noops = self.candidates(symptom, config)
         pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry,
-                                        self.config_dict(), self.device_type())
+                                        config, self.device_type())
         if noops:
             console.print(f"  not tried, already in the parent's config: {', '.join(iv.id for iv in noops)}")
         if not cands:
@@ -202,7 +204,7 @@ class Orchestrator:
                                     direction="maximize", sampler=_sampler(self.cfg), pruner=_pruner(self.cfg),
                                     load_if_exists=True)
         if not study.user_attrs.get("planned"):
-            self._plan(study, cands, noops, pool, fork)
+            self._plan(study, cands, noops, pool, fork, config)
         launcher = build_launcher(self.cfg.launcher, self.folder)
         self._recover(study, launcher)
         console.print(f"[bold]remediating {symptom}[/] from step {fork} ({r.fork}): {len(cands)} candidates x "
@@ -250,11 +252,11 @@ class Orchestrator:
             launcher.close()
         return self.verdicts(study)
 
-    def _plan(self, study, cands, noops, pool, fork: int) -> None:
+    def _plan(self, study, cands, noops, pool, fork: int, config: dict) -> None:
         r = self.cfg.remediation
         # One random patch, replicated on every seed like the treatments, so it is compared seed by seed.
         # A draw that would leave the config as it is (a default already in place) is another control: redraw.
-        rng, config = pyrandom.Random(r.seed), self.config_dict()
+        rng = pyrandom.Random(r.seed)
         for _ in range(1000):
             iv = rng.choice(pool)
             drawn = {name: _draw(p, rng) for name, p in iv.space.items()}

@@ -93,7 +93,7 @@ def plots(out: Path, symptom: str, parent: dict, trials) -> dict[str, Path]:
 
     from optuna.trial import TrialState
 
-    metric = next((k for h in parent["history"] for k in h if k not in ("step", "probe/knn")), None)
+    metric = next((k for h in parent["history"] for k in h if k not in ("step", "health/knn")), None)
     series: dict[str, list[list[dict]]] = {}
     for t in trials:
         if t.state != TrialState.COMPLETE:
@@ -105,7 +105,7 @@ def plots(out: Path, symptom: str, parent: dict, trials) -> dict[str, Path]:
         series.setdefault(label, []).append(_progress(t.user_attrs.get("folder")))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, key, name in ((axes[0], "metric", metric or "symptom metric"), (axes[1], "knn", "kNN probe")):
-        pkey = metric if key == "metric" else "probe/knn"
+        pkey = metric if key == "metric" else "health/knn"
         ph = [(h["step"], h[pkey]) for h in parent["history"] if pkey in h and h[pkey] is not None]
         if ph:
             ax.plot(*zip(*ph), color="black", linewidth=2, label="parent")
