@@ -71,7 +71,7 @@ assert set(METHOD_SCHEMAS) == set(METHODS)
 
 @dataclass
 class OptimizerConfig:
-    name: str = choice("adamw", ("sgd", "adamw", "lars"))
+    name: str = choice("adamw", ("sgd", "adamw", "lars", "radam"))
     lr: float = bounded(1e-3, 0.0)
     lr_scale: float = bounded(1.0, 0.0)  # multiplies lr: an intervention says "lower the lr" whatever the optimizer
     weight_decay: float = bounded(1e-4, 0.0)
@@ -82,7 +82,8 @@ class OptimizerConfig:
     predictor_lr_mult: float = bounded(1.0, 0.0)
     head_lr_mult: float = bounded(1.0, 0.0)
     layer_lr_decay: float = bounded(1.0, 0.0, 1.0)  # backbone block i of n gets decay^(n-1-i) x lr; 1 = off
-    schedule: str = choice("cosine", ("cosine", "constant", "linear"))
+    schedule: str = choice("cosine", ("cosine", "constant", "linear", "cosine_restarts"))
+    restart_steps: int = bounded(100, 1)  # cosine_restarts: the cycle length (SGDR with a fixed period)
     warmup_steps: int = bounded(0, 0)
     min_lr_ratio: float = bounded(0.0, 0.0, 1.0)
 

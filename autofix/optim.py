@@ -80,15 +80,21 @@ def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     if cfg.name == "lars":
         return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+    if cfg.name == "radam":  # Adam with its variance rectified in the first steps (Liu et al. 2020)
+        return torch.optim.RAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), decoupled_weight_decay=True)
     raise ValueError(f"unknown optimizer {cfg.name!r}")
 
 
 def lr_factor(step: int, max_steps: int, cfg: OptimizerConfig) -> float:
-    """Linear warm-up from 0, then cosine (or linear, or constant) decay to min_lr_ratio."""
+    """Linear warm-up from 0, then cosine (or linear, or constant) decay to min_lr_ratio; or cosine
+    decay restarted every `restart_steps` (SGDR, Loshchilov & Hutter 2017, with a fixed period)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
+    if cfg.schedule == "cosine_restarts":
+        t = (max(step - cfg.warmup_steps, 0) % cfg.restart_steps) / cfg.restart_steps
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
     span = max(max_steps - cfg.warmup_steps, 1)
     t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
     decay = 0.5 * (1 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1.0 - t

@@ -1,4 +1,6 @@
 """Optimizers, schedules and probes on inputs whose answer is known."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -96,3 +98,24 @@ def test_probe_subset_is_class_balanced_and_fixed():
     assert torch.equal(y[sx], sy)
     assert torch.equal(_subset(x, y, 40)[0], sx)          # the same images on every call
     assert _subset(x, y, None)[0] is x and _subset(x, y, 500)[0] is x
+
+
+def test_cosine_restarts_returns_to_the_peak_every_period():
+    cfg = OptimizerConfig(schedule="cosine_restarts", restart_steps=10, warmup_steps=5, min_lr_ratio=0.0)
+    assert lr_factor(4, 100, cfg) == pytest.approx(1.0)               # end of warm-up
+    assert lr_factor(5, 100, cfg) == pytest.approx(1.0)               # a cycle starts at the peak
+    assert lr_factor(10, 100, cfg) == pytest.approx(0.5)              # half way: cos(pi/2)
+    assert lr_factor(15, 100, cfg) == pytest.approx(1.0)              # restarted
+    assert lr_factor(14, 100, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+
+
+def test_radam_is_built_with_decoupled_decay():
+    model = nn.Linear(4, 2)
+    model.param_groups = lambda: {"backbone": list(model.parameters())}
+    opt = build_optimizer(model, OptimizerConfig(name="radam", lr=0.01, weight_decay=0.1))
+    assert isinstance(opt, torch.optim.RAdam)
+    assert opt.defaults["decoupled_weight_decay"] is True
+    w = model.weight.detach().clone()
+    model.weight.grad, model.bias.grad = torch.zeros_like(model.weight), torch.zeros_like(model.bias)
+    opt.step()   # a zero gradient: only the decoupled decay moves the weights, by lr x wd
+    assert torch.allclose(model.weight, w * (1 - 0.01 * 0.1))
