@@ -94,41 +94,51 @@ def compare(label: str, method: str, overrides: list[str], target_steps: int, ro
     """Plain loop, autofix loop, and autofix loop with the health monitor, in alternating rounds of about
     `target_steps` steps (a whole number of the monitor's check periods, so checks are counted fairly).
     The monitor's kNN probe comes far more rarely (every 100-1000 steps): it is timed on its own, in the
-    same rounds, and charged at its cadence. Overhead = (monitored time + probe share) / autofix time - 1.
-    A check is also timed on its own (`measure`, outside the loop) to give its cost in training steps."""
+    same rounds, and charged at its cadence; so is the probe buffer's embedding where a run does it at
+    fewer checks than all (monitor.geometry_every, MAE). Overhead = (monitored time + those shares) /
+    autofix time - 1. A check is also timed on its own (`measure`, outside the loop), with and without
+    the embedding, to give its parts' cost in training steps."""
     tr = make_trainer(method, overrides, workdir / "bare")
     mon = make_trainer(method, overrides, workdir / "mon", monitor=True)
     hook = mon.hooks[0]
-    every, knn_every = hook.cfg.every, hook.cfg.knn_every
+    every, knn_every, geo_every = hook.cfg.every, hook.cfg.knn_every, hook.cfg.geometry_every or hook.cfg.every
     hook.cfg.knn_every = 0       # the loop times the checks; the probe is timed below
+    if geo_every != every:       # so is the embedding, where it comes at fewer checks than all
+        hook.cfg.geometry_every = every * 10 ** 9
     steps = every * max(1, round(target_steps / every))
     batch = tr.cfg.trainer.batch_size
     plain_loop(tr, 2)            # warm-up (allocator, kernels, cudnn autotune)
     autofix_loop(tr, 2)
     autofix_loop(mon, every - mon.step % every)  # align to a check boundary
     hook._knn(mon)
-    plain_t, ours_t, mon_t, knn_t, check_t = [], [], [], [], []
+    plain_t, ours_t, mon_t, knn_t, check_t, light_t = [], [], [], [], [], []
     for _ in range(rounds):
         plain_t.append(plain_loop(tr, steps))
         ours_t.append(autofix_loop(tr, steps))
         mon_t.append(autofix_loop(mon, steps))
         knn_t.append(timed(lambda: hook._knn(mon), mon.device))
-        check_t.append(timed(lambda: hook.measure(mon), mon.device))
+        check_t.append(timed(lambda: hook.measure(mon, geometry=True), mon.device))
+        light_t.append(timed(lambda: hook.measure(mon, geometry=False), mon.device))
     plain_ips = steps * batch / statistics.median(plain_t)
     ours_ips = steps * batch / statistics.median(ours_t)
     step_t = sum(ours_t) / (steps * rounds)
     probe_share = statistics.median(knn_t) * steps / knn_every if knn_every else 0.0
+    embed_t = max(0.0, statistics.median(check_t) - statistics.median(light_t))
+    if geo_every != every:
+        probe_share += embed_t * steps / geo_every
     # checks come in lumps: judged on total times over all rounds, not on a median round
     overhead = (sum(mon_t) + rounds * probe_share) / sum(ours_t) - 1.0
     mon_ips = steps * batch * rounds / (sum(mon_t) + rounds * probe_share)
     row = {"case": label, "method": method, "batch": batch, "steps": steps * rounds, "plain": plain_ips,
            "autofix": ours_ips, "ratio": ours_ips / plain_ips, "monitored": mon_ips, "monitor_overhead": overhead,
-           "every": every, "knn_every": knn_every,
-           "check_steps": statistics.median(check_t) / step_t, "knn_steps": statistics.median(knn_t) / step_t}
+           "every": every, "knn_every": knn_every, "geo_every": geo_every,
+           "check_steps": statistics.median(light_t) / step_t, "embed_steps": embed_t / step_t,
+           "knn_steps": statistics.median(knn_t) / step_t}
     # the same overhead from its parts, free of the loop-to-loop noise (but without the per-step hook cost)
-    row["parts_overhead"] = row["check_steps"] / every + (row["knn_steps"] / knn_every if knn_every else 0.0)
+    row["parts_overhead"] = (row["check_steps"] / every + row["embed_steps"] / geo_every
+                             + (row["knn_steps"] / knn_every if knn_every else 0.0))
     print(f"{label:40s} plain {plain_ips:9.1f}  autofix {ours_ips:9.1f} (ratio {row['ratio']:.3f})  "
-          f"monitored {mon_ips:9.1f} (overhead {overhead:+.1%}; a check {row['check_steps']:.2f} steps, "
+          f"monitored {mon_ips:9.1f} (overhead {overhead:+.1%}; a check {row['check_steps']:.2f} + {row['embed_steps']:.2f} steps, "
           f"a kNN probe {row['knn_steps']:.2f} steps; from the parts {row['parts_overhead']:+.1%}) img/s", flush=True)
     return row
 
@@ -202,18 +212,22 @@ def main() -> None:
              "batch, augmentation, optimizer); ratio = autofix / plain images per second (1.00 = no overhead; "
              "medians over alternating rounds, so machine noise of a few percent either way remains). "
              "Monitor overhead: the monitored loop (checks at the run's own cadence, every N steps) plus the "
-             "monitor's kNN probe, timed apart in the same rounds and charged once per `kNN every` steps, over "
-             "the autofix loop's time, minus 1. A check and a probe are also timed on their own, in training "
-             "steps; 'from the parts' = check / every + probe / kNN every, the same overhead without the "
-             "loop-to-loop noise of a few percent (but without the hook's small per-step cost)."
+             "monitor's kNN probe, timed apart in the same rounds and charged once per `kNN every` steps (and "
+             "likewise the probe buffer's embedding where it is done at fewer checks than all, "
+             "`monitor.geometry_every`), over the autofix loop's time, minus 1. The parts are also timed on "
+             "their own, in training steps: a check without the embedding, the embedding (geometry, "
+             "activations, BatchNorm) and a kNN probe; 'from the parts' = check / every + embedding / embed "
+             "every + probe / kNN every, the same overhead without the loop-to-loop noise of a few percent "
+             "(but without the hook's small per-step cost)."
              + (f" Overrides: `{' '.join(args.override)}`." if args.override else ""), "",
-             "| case | batch | steps timed | plain img/s | autofix img/s | ratio | check every | kNN every | "
-             "a check (steps) | a kNN probe (steps) | monitor overhead | from the parts |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| case | batch | steps timed | plain img/s | autofix img/s | ratio | check every | embed every | "
+             "kNN every | a check (steps) | its embedding (steps) | a kNN probe (steps) | monitor overhead | "
+             "from the parts |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['batch']} | {r['steps']} | {r['plain']:.1f} | {r['autofix']:.1f} | "
-                     f"{r['ratio']:.3f} | {r['every']} | {r['knn_every']} | {r['check_steps']:.2f} | "
-                     f"{r['knn_steps']:.2f} | {r['monitor_overhead']:+.1%} | {r['parts_overhead']:+.1%} |")
+                     f"{r['ratio']:.3f} | {r['every']} | {r['geo_every']} | {r['knn_every']} | "
+                     f"{r['check_steps']:.2f} | {r['embed_steps']:.2f} | {r['knn_steps']:.2f} | {r['monitor_overhead']:+.1%} | {r['parts_overhead']:+.1%} |")
     if amp_rows:
         lines += ["", "AMP: bf16 autocast + channels_last against fp32, same model and loop.", "",
                   "| method | batch | fp32 img/s | bf16+channels_last img/s | speed-up |", "|---|---:|---:|---:|---:|"]

@@ -22,6 +22,7 @@ from bench_throughput import autofix_loop, make_trainer, sync  # noqa: E402
 
 from autofix.monitor import geometry, optimization  # noqa: E402
 from autofix.monitor.health import _embed, _geometry  # noqa: E402
+from reference_models.methods.mae import MAE  # noqa: E402
 
 
 def profile(experiment: str, overrides: list[str], workdir: Path, table: bool) -> None:
@@ -47,7 +48,8 @@ def profile(experiment: str, overrides: list[str], workdir: Path, table: bool) -
 
     v1, v2 = mon.buffer.views
     timeit("kNN probe (monitor's)", lambda: mon._knn(tr))
-    timeit("a whole check (measure)", lambda: mon.measure(tr))
+    timeit("a check with embeddings", lambda: mon.measure(tr, geometry=True))
+    timeit("a check without them", lambda: mon.measure(tr, geometry=False))
     model.eval()
     timeit("embed one probe view", lambda: _embed(model, v1))
     h1, z1 = _embed(model, v1)
@@ -64,7 +66,9 @@ def profile(experiment: str, overrides: list[str], workdir: Path, table: bool) -
     timeit("gradient norms", lambda: optimization.grad_norms(model.backbone.named_parameters()))
     timeit("update ratio", lambda: optimization.update_ratio(mon.previous, weights))
     timeit("non-finite count", lambda: optimization.count_nonfinite(weights))
-    timeit("method metrics", lambda: mon._method_metrics(model, tr, v1, v2, z1, z2))
+    timeit("method metrics (embeddings)", lambda: mon._method_metrics(model, tr, v1, z1, z2))
+    if isinstance(model, MAE):
+        timeit("MAE reconstruction metrics", lambda: mon._mae_metrics(model, tr))
     model.train()
     if table:
         from torch.profiler import ProfilerActivity, profile as torch_profile

@@ -65,6 +65,32 @@ def test_unknown_symptom_in_a_detector_is_a_clear_error():
         build_monitor(cfg)
 
 
+def test_geometry_every_embeds_the_probe_at_its_own_cadence_and_at_the_end(compose_run, tmp_path):
+    trainer, monitor, _ = monitored(compose_run, tmp_path, "vicreg", "trainer.max_steps=50", "monitor.every=10",
+                                    "monitor.geometry_every=20", "monitor.knn_every=0", "model.width=16")
+    checks = [r for r in trainer.history if "weights/update_ratio" in r]
+    assert [r["step"] for r in checks] == [10, 20, 30, 40, 50]
+    with_geometry = [r["step"] for r in checks if "health/projector/rank" in r]
+    assert with_geometry == [20, 40, 50]          # its cadence, and the last check of the run
+    # the detectors that read geometry judged those checks only; the others every check
+    collapse = next(d for d in monitor.detectors if d.name == "collapse_shrink")
+    assert collapse.last_hit is False
+
+
+def test_mae_default_checks_its_reconstruction_at_every_check_and_geometry_rarely(compose_run):
+    cfg = compose_run("mae")
+    m = cfg.monitor
+    assert m.geometry_every % m.every == 0 and m.knn_every % m.every == 0 and m.geometry_every > m.every
+    assert cfg.remediation.knn_every % m.every == 0
+
+
+def test_geometry_every_not_a_multiple_of_every_is_a_clear_error():
+    from autofix.errors import ConfigError
+    from autofix.monitor.health import MonitorConfig
+    with pytest.raises(ConfigError, match="monitor.geometry_every: 30 is not a multiple of monitor.every"):
+        build_monitor(MonitorConfig(every=20, geometry_every=30))
+
+
 def test_every_shipped_detector_names_a_known_symptom_and_every_fault_an_expected_one(compose_run):
     from autofix.symptoms import load_symptoms
     known = set(load_symptoms())

@@ -21,13 +21,18 @@ from reference_models.methods.mae import MAE
 from . import activations, dynamics, geometry, method_metrics, optimization
 from .detectors import Detector, DetectorConfig, Symptom
 
-ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Sigmoid)
+# the activations whose outputs the metrics read: ReLU for dead units, tanh and sigmoid for saturation
+# (a GELU ViT keeps none, and pays nothing for capturing them)
+ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid)
 
 
 @dataclass
 class MonitorConfig:
     enabled: bool = True
-    every: int = bounded(20, 1)            # steps between geometric checks
+    every: int = bounded(20, 1)            # steps between checks (loss, gradients, weights, method metrics)
+    geometry_every: int = bounded(0, 0)    # steps between the checks that also embed the probe buffer
+                                           # (geometry, activations, BatchNorm): 0 = at every check; else
+                                           # a multiple of `every`. The last check of a run always does.
     probe_size: int = bounded(128, 8)      # images in the fixed probe buffer
     probe_seed: int = 1234                 # the buffer's images and views (same for a parent and its children)
     loss_window: int = bounded(50, 4)      # steps over which loss dynamics are measured
@@ -160,10 +165,15 @@ class HealthMonitor:
         if trainer.step % self.cfg.every:
             self.check(trainer)
 
+    def _geometry_due(self, step: int) -> bool:
+        return not self.cfg.geometry_every or step % self.cfg.geometry_every == 0
+
     # ---- a check --------------------------------------------------------------------------------
     def check(self, trainer) -> None:
+        # the run's last check embeds whatever the cadence: its verdict (a child's "resolved") reads all
+        geometry = self._geometry_due(trainer.step) or trainer.step >= trainer.last_step
         with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
-            metrics = self.measure(trainer)
+            metrics = self.measure(trainer, geometry=geometry)
         trainer.log(metrics)
         self.last_metrics = metrics
         for det in self.detectors:
@@ -171,7 +181,9 @@ class HealthMonitor:
             if symptom is not None:
                 self.emit(trainer, symptom)
 
-    def measure(self, trainer) -> dict[str, float]:
+    def measure(self, trainer, geometry: bool = True) -> dict[str, float]:
+        """One check's metrics. Without `geometry` the probe buffer is not embedded: the detectors that
+        read embedding metrics skip that check (their persistence counts the checks that have them)."""
         model = trainer.model
         m: dict[str, float] = {}
         # loss and gradients over the window since the last check
@@ -203,6 +215,21 @@ class HealthMonitor:
 
         was_training = model.training
         model.eval()
+        if isinstance(model, MAE):
+            m.update(self._mae_metrics(model, trainer))
+        if geometry:
+            m.update(self._embedding_metrics(model, trainer))
+        else:
+            self._train_views = {}
+        if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
+            m.update(self._knn_metrics(trainer, window))
+        model.train(was_training)
+        return m
+
+    def _embedding_metrics(self, model, trainer) -> dict[str, float]:
+        """Everything read from the probe buffer's two views: geometry of each branch, activations,
+        the method's embedding metrics and BatchNorm's batch dependence."""
+        m: dict[str, float] = {}
         v1, v2 = self.buffer.views
         self._acts, self._capture = [], True
         h1, z1 = _embed(model, v1)
@@ -234,27 +261,28 @@ class HealthMonitor:
         if bounded_acts:
             sat = [activations.saturated_fraction(a, "tanh" if k is nn.Tanh else "sigmoid") for a, k in bounded_acts]
             m["act/saturated_mean"] = sum(sat) / len(sat)
-        m.update(self._method_metrics(model, trainer, v1, v2, z1, z2))
+        m.update(self._method_metrics(model, trainer, v1, z1, z2))
         m.update(self._batchnorm_metrics(model, trainer.cfg.trainer.batch_size, h1, z1))
-        if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
-            # the probe falling from its best while the loss still improves is overfitting
-            recent_losses = window[-self.cfg.every:]
-            knn = self._knn(trainer)
-            loss = sum(recent_losses) / max(len(recent_losses), 1)
-            if self.best_knn == float("-inf") and not math.isnan(self.knn_start):
-                # a run from scratch is also judged against its starting point: a shortcut can pull the
-                # probe down before the first check
-                self.best_knn, self.loss_at_best = self.knn_start, self.first_loss
-            if knn > self.best_knn:
-                self.best_knn, self.loss_at_best = knn, loss
-            # health/knn: the monitor's cheaper probe (its own bank); probe/knn is the run's full probe
-            m["health/knn"], m["health/knn_drop"] = knn, self.best_knn - knn
-            # share of the loss removed since the best probe: > 0 while the pretext task still improves
-            m["health/loss_gain_since_best"] = (self.loss_at_best - loss) / abs(self.loss_at_best or 1.0)
-        model.train(was_training)
         return m
 
-    def _method_metrics(self, model, trainer, v1, v2, z1, z2) -> dict[str, float]:
+    def _knn_metrics(self, trainer, window: list[float]) -> dict[str, float]:
+        """The probe falling from its best while the loss still improves is overfitting."""
+        recent_losses = window[-self.cfg.every:]
+        knn = self._knn(trainer)
+        loss = sum(recent_losses) / max(len(recent_losses), 1)
+        if self.best_knn == float("-inf") and not math.isnan(self.knn_start):
+            # a run from scratch is also judged against its starting point: a shortcut can pull the
+            # probe down before the first check
+            self.best_knn, self.loss_at_best = self.knn_start, self.first_loss
+        if knn > self.best_knn:
+            self.best_knn, self.loss_at_best = knn, loss
+        # health/knn: the monitor's cheaper probe (its own bank); probe/knn is the run's full probe.
+        # loss_gain_since_best: the share of the loss removed since the best probe, > 0 while the
+        # pretext task still improves
+        return {"health/knn": knn, "health/knn_drop": self.best_knn - knn,
+                "health/loss_gain_since_best": (self.loss_at_best - loss) / abs(self.loss_at_best or 1.0)}
+
+    def _method_metrics(self, model, trainer, v1, z1, z2) -> dict[str, float]:
         m: dict[str, float] = {}
         name = trainer.cfg.method.name
         if name == "simclr":
@@ -273,8 +301,6 @@ class HealthMonitor:
             moved = _distance(online, self.initial_online)
             lag = _distance(online, target)
             m["byol/target_lag"] = lag / moved if moved > 0 else float("nan")
-        if isinstance(model, MAE):
-            m.update(self._mae_metrics(model, trainer))
         return m
 
     @torch.no_grad()
@@ -412,6 +438,9 @@ def build_monitor(cfg: MonitorConfig) -> list:
     from ..symptoms import catalog_ids
 
     ids = catalog_ids()
+    if cfg.geometry_every % cfg.every:
+        raise ConfigError(f"monitor.geometry_every: {cfg.geometry_every} is not a multiple of monitor.every "
+                          f"({cfg.every}); valid: 0 (every check) or a multiple of {cfg.every}")
     if cfg.knn_every % cfg.every:
         raise ConfigError(f"monitor.knn_every: {cfg.knn_every} is not a multiple of monitor.every ({cfg.every}); "
                           f"valid: 0 (off) or a multiple of {cfg.every}")
