@@ -50,3 +50,14 @@ def test_tables_render():
     md = V.markdown(rows)
     assert md.count("\n") == 4 and "| fix |" in md
     assert "<table" in V.html(rows, "t")
+
+
+def test_promotion_takes_the_best_of_each_family_before_a_second_of_any():
+    from autofix.remediate.orchestrator import promotion
+    ranked = ["adamw", "radam", "lars", "warmup", "clip", "lr_lower"]
+    family = {"adamw": "optimizer", "radam": "optimizer", "lars": "optimizer", "warmup": "warmup",
+              "clip": "clipping", "lr_lower": "lr"}
+    assert promotion(ranked, 3, family) == ["adamw", "warmup", "clip"]
+    assert promotion(ranked, 3) == ["adamw", "radam", "lars"]              # by score alone
+    assert promotion(["adamw", "radam", "warmup"], 3, family) == ["adamw", "warmup", "radam"]  # families ran out
+    assert promotion(ranked, 0, family) == []

@@ -20,6 +20,7 @@ class RemediationConfig:
                                            # is 12.7 standard errors wide: only identical seeds exclude 0)
     promote: int = bounded(3, 0)           # after every candidate ran once (seed 0), the best this many run
                                            # on the other seeds and get a verdict (racing); the rest are screened out
+    promote_diverse: bool = True           # the best of each intervention family before a second of any
     extra_trials: int = bounded(1, 0)      # configurations the sampler picks after every candidate ran at its defaults
     candidates: list[str] = field(default_factory=list)  # only these interventions (empty = every one that fits)
     random_arm: bool = True                # a child with a patch drawn from all applicable interventions

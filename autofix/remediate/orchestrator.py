@@ -97,6 +97,21 @@ def _pruner(cfg: RunConfig):
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
+def promotion(ranked: list[str], n: int, family: dict[str, str] | None = None) -> list[str]:
+    """The `n` candidates to replicate, from the screening round's ranking (best first). With `family`
+    (intervention -> family), the best of each family comes before a second of any: three optimizer
+    switches that all repair a divergence say less together than one of them beside a warm-up and a
+    clip. Families run out before `n`: the next best fill the rest."""
+    if family is None:
+        return ranked[:n]
+    firsts, seen = [], set()
+    for iid in ranked:
+        if family.get(iid, iid) not in seen:
+            seen.add(family.get(iid, iid))
+            firsts.append(iid)
+    return (firsts + [i for i in ranked if i not in firsts])[:n]
+
+
 # ---- the loop ---------------------------------------------------------------------------------------
 class Orchestrator:
     def __init__(self, cfg: RunConfig, experiment: str, overrides: list[str], folder: Path,
@@ -299,7 +314,9 @@ class Orchestrator:
             return True
         done = [t for t in first if t.state == TrialState.COMPLETE]
         ranked = sorted(done, key=lambda t: (bool(t.user_attrs.get("resolved")), t.value), reverse=True)
-        chosen = [t.params["intervention"] for t in ranked[:self.cfg.remediation.promote]]
+        chosen = promotion([t.params["intervention"] for t in ranked], self.cfg.remediation.promote,
+                           {iid: self.registry[iid].family for iid in self.registry}
+                           if self.cfg.remediation.promote_diverse else None)
         for iid in chosen:
             for s in range(1, self.cfg.remediation.seeds):
                 study.enqueue_trial(_fixed(self.registry[iid]),
