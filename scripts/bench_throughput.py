@@ -105,6 +105,7 @@ def compare(label: str, method: str, overrides: list[str], target_steps: int, ro
     hook.cfg.knn_every = 0       # the loop times the checks; the probe is timed below
     if geo_every != every:       # so is the embedding, where it comes at fewer checks than all
         hook.cfg.geometry_every = every * 10 ** 9
+        hook.embed_last_check = False  # each round's end is not a run's end
     steps = every * max(1, round(target_steps / every))
     batch = tr.cfg.trainer.batch_size
     plain_loop(tr, 2)            # warm-up (allocator, kernels, cudnn autotune)
@@ -112,10 +113,15 @@ def compare(label: str, method: str, overrides: list[str], target_steps: int, ro
     autofix_loop(mon, every - mon.step % every)  # align to a check boundary
     hook._knn(mon)
     plain_t, ours_t, mon_t, knn_t, check_t, light_t = [], [], [], [], [], []
-    for _ in range(rounds):
-        plain_t.append(plain_loop(tr, steps))
-        ours_t.append(autofix_loop(tr, steps))
-        mon_t.append(autofix_loop(mon, steps))
+    for r in range(rounds):
+        # the order alternates, so that a loop is not always the one that runs after the other two
+        for loop in ((0, 1, 2) if r % 2 == 0 else (2, 1, 0)):
+            if loop == 0:
+                plain_t.append(plain_loop(tr, steps))
+            elif loop == 1:
+                ours_t.append(autofix_loop(tr, steps))
+            else:
+                mon_t.append(autofix_loop(mon, steps))
         knn_t.append(timed(lambda: hook._knn(mon), mon.device))
         check_t.append(timed(lambda: hook.measure(mon, geometry=True), mon.device))
         light_t.append(timed(lambda: hook.measure(mon, geometry=False), mon.device))
@@ -197,7 +203,9 @@ def main() -> None:
                 amp_rows.append(amp_speedup(m, [*gpu, "model=resnet18"], steps, rounds, work / "amp"))
         else:
             torch.set_num_threads(min(2, torch.get_num_threads()))
-            steps, rounds = (20, 1) if args.quick else (60, 4)
+            # many short alternating rounds: the machine's speed drifts over minutes, and a round as long
+            # as one check period pairs each monitored round with bare rounds timed just before it
+            steps, rounds = (20, 1) if args.quick else (20, 12)
             cpu = ["trainer.device=cpu", *args.override]
             for m in [m for m in ("simclr", "byol", "vicreg", "mae") if m in args.cases]:
                 # an MAE step costs a third of the others': time it over 2.5x the steps, for as many seconds

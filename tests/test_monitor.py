@@ -77,6 +77,15 @@ def test_geometry_every_embeds_the_probe_at_its_own_cadence_and_at_the_end(compo
     assert collapse.last_hit is False
 
 
+def test_a_vit_gets_attention_and_token_metrics(compose_run, tmp_path):
+    trainer, _, _ = monitored(compose_run, tmp_path, "mae", "trainer.max_steps=20", "monitor.every=10",
+                              "monitor.geometry_every=10", "monitor.knn_every=0")
+    row = [r for r in trainer.history if "attn/entropy" in r][-1]
+    assert 0.0 < row["attn/entropy"] <= row["attn/entropy_max_block"] <= 1.0
+    assert 0.0 < row["attn/max_weight"] <= 1.0 and -1.0 <= row["attn/head_redundancy"] <= 1.0
+    assert -1.0 <= row["tokens/patch_similarity"] <= 1.0
+
+
 def test_mae_default_checks_its_reconstruction_at_every_check_and_geometry_rarely(compose_run):
     cfg = compose_run("mae")
     m = cfg.monitor

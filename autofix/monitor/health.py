@@ -16,14 +16,16 @@ from torch import nn
 from reference_models.augment import AugmentConfig, BatchAugment
 from reference_models.fields import bounded
 from reference_models.losses import masked_reconstruction, patchify
+from reference_models.backbones.vit import VisionTransformer
 from reference_models.methods.mae import MAE
 
-from . import activations, dynamics, geometry, method_metrics, optimization
+from . import activations, dynamics, geometry, method_metrics, optimization, tokens
 from .detectors import Detector, DetectorConfig, Symptom
 
 # the activations whose outputs the metrics read: ReLU for dead units, tanh and sigmoid for saturation
 # (a GELU ViT keeps none, and pays nothing for capturing them)
 ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid)
+ATTENTION_IMAGES = 32     # probe images whose attention maps a ViT's attention metrics read
 
 
 @dataclass
@@ -103,8 +105,7 @@ def _initial_norms(model, x) -> dict[str, float]:
 
 
 def _distance(xs, ys) -> float:
-    sq = [(x.detach().double() - y.detach().double()).pow(2).sum() for x, y in zip(xs, ys)]
-    return math.sqrt(torch.stack(sq).sum().item()) if sq else 0.0
+    return math.sqrt(optimization.distance_sq(xs, ys).item())
 
 
 class HealthMonitor:
@@ -119,12 +120,15 @@ class HealthMonitor:
         self.grad_norms: list[torch.Tensor] = []
         self.grad_history: list[float] = []
         self._acts: list[tuple[type, torch.Tensor]] = []
+        self._attn: list[dict[str, float]] = []      # per ViT block, at the capturing embedding pass
+        self._tokens: torch.Tensor | None = None     # a ViT's final tokens there (N, 1 + patches, D)
         self._capture = False
         self._train_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.best_knn, self.loss_at_best = float("-inf"), float("nan")
         self.first_loss = float("nan")     # mean loss over the first check's window: the start's loss
         self.knn_start = float("nan")      # the probe before any step (runs from scratch only)
         self.last_metrics: dict[str, float] = {}
+        self.embed_last_check = True        # off only where a benchmark times the embedding apart
 
     # ---- hook interface -------------------------------------------------------------------------
     def on_start(self, trainer) -> None:
@@ -144,6 +148,10 @@ class HealthMonitor:
         for m in model.backbone.modules():
             if isinstance(m, ACTIVATION_TYPES):
                 m.register_forward_hook(self._record_activation)
+        if isinstance(model.backbone, VisionTransformer):
+            for block in model.backbone.blocks:
+                block.qkv.register_forward_hook(self._attention_hook(block.heads))
+            model.backbone.norm.register_forward_hook(self._record_tokens)
         self.out_dir = Path(trainer.out_dir)
         self.init_norms = _initial_norms(model, self.buffer.views[0])
         if trainer.step == 0 and self.cfg.knn_every and math.isnan(self.knn_start):
@@ -171,7 +179,7 @@ class HealthMonitor:
     # ---- a check --------------------------------------------------------------------------------
     def check(self, trainer) -> None:
         # the run's last check embeds whatever the cadence: its verdict (a child's "resolved") reads all
-        geometry = self._geometry_due(trainer.step) or trainer.step >= trainer.last_step
+        geometry = self._geometry_due(trainer.step) or (self.embed_last_check and trainer.step >= trainer.last_step)
         with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
             metrics = self.measure(trainer, geometry=geometry)
         trainer.log(metrics)
@@ -231,9 +239,10 @@ class HealthMonitor:
         the method's embedding metrics and BatchNorm's batch dependence."""
         m: dict[str, float] = {}
         v1, v2 = self.buffer.views
-        self._acts, self._capture = [], True
+        self._acts, self._attn, self._tokens, self._capture = [], [], None, True
         h1, z1 = _embed(model, v1)
         self._capture = False
+        m.update(self._transformer_metrics())
         h2, z2 = _embed(model, v2)
         # Geometry on host copies: on a GPU its small SVDs and some forty scalar reads each cost a
         # device round trip, while 128 rows of a few hundred numbers take a CPU core milliseconds.
@@ -364,6 +373,36 @@ class HealthMonitor:
                 # a channel is silent for a sample when its max over positions is 0: keep (N, C) only
                 out = out.flatten(2).amax(dim=2)
             self._acts.append((type(module), out))
+
+    def _attention_hook(self, heads: int):
+        def record(module, inputs, output) -> None:
+            # reduced here, block by block: a ViT on 224 px images has 197 x 197 maps per head
+            if self._capture:
+                # 32 images' maps (over 2,000 rows per head) are plenty, and a 128-image softmax over
+                # every block would cost more than the rest of the embedding pass
+                attn = tokens.attention_probs(output.detach()[:ATTENTION_IMAGES].float(), heads)
+                self._attn.append({"entropy": tokens.attention_entropy(attn), "max": tokens.attention_max(attn),
+                                   "redundancy": tokens.head_redundancy(attn)})
+        return record
+
+    def _record_tokens(self, module, inputs, output) -> None:
+        if self._capture and output.dim() == 3:
+            self._tokens = output.detach()
+
+    def _transformer_metrics(self) -> dict[str, float]:
+        """A ViT's attention (mean over blocks, and its most uniform block) and patch-token similarity
+        on the first probe view; nothing for other backbones."""
+        m: dict[str, float] = {}
+        if self._attn:
+            per = {k: [a[k] for a in self._attn] for k in self._attn[0]}
+            m["attn/entropy"] = sum(per["entropy"]) / len(self._attn)
+            m["attn/entropy_max_block"] = max(per["entropy"])
+            m["attn/max_weight"] = sum(per["max"]) / len(self._attn)
+            m["attn/head_redundancy"] = sum(per["redundancy"]) / len(self._attn)
+        if self._tokens is not None:
+            m["tokens/patch_similarity"] = tokens.token_similarity(self._tokens[:, 1:].cpu())
+        self._attn, self._tokens = [], None
+        return m
 
     def state(self, symptom: str) -> tuple[bool, float]:
         """Whether `symptom`'s condition held at the latest check (any of its detectors), and how badly."""

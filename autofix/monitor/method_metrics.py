@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from reference_models.losses import masked_reconstruction, patchify
 
+from .optimization import distance_sq, norm_sq, to_floats
+
 NAN = float("nan")
 NORM_PIX_EPS = 1e-6  # the eps of masked_reconstruction, so neighbours are normalised like targets
 
@@ -46,9 +48,7 @@ def ema_param_distance(online_params: Iterable[torch.Tensor], target_params: Ite
     if not online:
         return NAN
     # summed on the device and read once: one .item() per tensor would wait on a GPU 2 x 70 times
-    diff = torch.stack([(o.detach().double() - t.detach().double()).pow(2).sum() for o, t in zip(online, target)])
-    base = torch.stack([t.detach().double().pow(2).sum() for t in target])
-    diff, base = torch.stack([diff.sum(), base.sum()]).tolist()
+    diff, base = to_floats([distance_sq(online, target), norm_sq(target)])
     if not (math.isfinite(diff) and math.isfinite(base)):
         return NAN
     if base == 0:

@@ -16,13 +16,24 @@ def _sq(t: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(t.detach(), dtype=torch.float64).pow(2)
 
 
-def _values(tensors: list[torch.Tensor]) -> list[float]:
+def to_floats(tensors: list[torch.Tensor]) -> list[float]:
     """0-d tensors as floats in one transfer: on a GPU each .item() waits for the device (a ResNet has
     over 60 parameter tensors, and a check measures several sums over all of them)."""
     if not tensors:
         return []
     device = tensors[0].device  # the model's; a tensor elsewhere (rare) is moved there
     return torch.stack([t.to(device) for t in tensors]).tolist()
+
+
+def norm_sq(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Squared l2 norm of all the tensors as one vector, float64, left on the device (0-d)."""
+    sq = [_sq(t) for t in tensors]
+    return torch.stack(sq).sum() if sq else torch.zeros((), dtype=torch.float64)
+
+
+def distance_sq(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Squared l2 distance between two parameter lists taken as one vector each, float64, on the device."""
+    return norm_sq([x.detach().to(torch.float64) - y.detach().to(torch.float64) for x, y in _paired(a, b)])
 
 
 def _ratio(num_sq: float, den_sq: float) -> float:
@@ -37,7 +48,7 @@ def grad_norms(named_parameters: Iterable[tuple[str, torch.Tensor]]) -> dict:
     first weight tensor (ndim >= 2, registration order) over the last one; far below 1 means the
     gradient vanishes on its way to the input layers. NaN where there is nothing to measure."""
     with_grad = [(name, p) for name, p in named_parameters if p.grad is not None]
-    sqs = _values([_sq(p.grad) for _, p in with_grad])
+    sqs = to_floats([_sq(p.grad) for _, p in with_grad])
     per_layer = {name: math.sqrt(sq) for (name, _), sq in zip(with_grad, sqs)}
     total = sum(sqs)
     # weights, not biases or norm scales: those are what carry depth
@@ -63,17 +74,16 @@ def update_ratio(before: Iterable[torch.Tensor], after: Iterable[torch.Tensor]) 
     """||after - before|| / ||before||, all tensors as one vector: the relative size of an optimiser
     step. About 1e-3 is the usual rule of thumb (Karpathy); far above means a too-high learning rate,
     far below (or 0) means the weights are not moving."""
-    pairs = _paired(before, after)
-    diff = _values([_sq(a.detach().to(torch.float64) - b.detach().to(torch.float64)) for b, a in pairs])
-    base = _values([_sq(b) for b, _ in pairs])
-    return _ratio(sum(diff), sum(base))
+    before, after = list(before), list(after)
+    diff, base = to_floats([distance_sq(after, before), norm_sq(before)])  # one transfer
+    return _ratio(diff, base)
 
 
 def weight_norm_ratio(current: Iterable[torch.Tensor], initial: Iterable[torch.Tensor]) -> float:
     """||current|| / ||initial||, all tensors as one vector: growth (divergence, no weight decay) or
     shrinkage (too much weight decay) of the weights since a reference point."""
     pairs = _paired(current, initial)
-    return _ratio(sum(_values([_sq(c) for c, _ in pairs])), sum(_values([_sq(i) for _, i in pairs])))
+    return _ratio(*to_floats([norm_sq(c for c, _ in pairs), norm_sq(i for _, i in pairs)]))  # one transfer
 
 
 def count_nonfinite(*tensors_or_iterables) -> int:
@@ -100,4 +110,4 @@ def count_nonfinite(*tensors_or_iterables) -> int:
             except TypeError:
                 raise TypeError("count_nonfinite takes tensors, None or iterables of them, "
                                 f"not {type(item).__name__}") from None
-    return count + int(sum(_values(on_device)))
+    return count + int(sum(to_floats(on_device)))
