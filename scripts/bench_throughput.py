@@ -115,13 +115,9 @@ def compare(label: str, method: str, overrides: list[str], target_steps: int, ro
     plain_t, ours_t, mon_t, knn_t, check_t, light_t = [], [], [], [], [], []
     for r in range(rounds):
         # the order alternates, so that a loop is not always the one that runs after the other two
-        for loop in ((0, 1, 2) if r % 2 == 0 else (2, 1, 0)):
-            if loop == 0:
-                plain_t.append(plain_loop(tr, steps))
-            elif loop == 1:
-                ours_t.append(autofix_loop(tr, steps))
-            else:
-                mon_t.append(autofix_loop(mon, steps))
+        loops = [(plain_t, plain_loop, tr), (ours_t, autofix_loop, tr), (mon_t, autofix_loop, mon)]
+        for times, loop, trainer in (loops if r % 2 == 0 else loops[::-1]):
+            times.append(loop(trainer, steps))
         knn_t.append(timed(lambda: hook._knn(mon), mon.device))
         check_t.append(timed(lambda: hook.measure(mon, geometry=True), mon.device))
         light_t.append(timed(lambda: hook.measure(mon, geometry=False), mon.device))

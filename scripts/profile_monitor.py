@@ -44,8 +44,10 @@ def profile(experiment: str, overrides: list[str], workdir: Path, table: bool) -
             fn()
         sync(tr.device)
         ms = (time.perf_counter() - tic) / n * 1000
-        print(f"  {name:30s} {ms:8.2f} ms {ms / 1000 / step:6.2f} steps")
+        print(f"  {name:30s} {ms:8.2f} ms {ms / 1000 / step:7.3f} steps")
 
+    out, _ = tr.train_step()     # the hook's per-step cost (every step, not only at checks)
+    timeit("after_step, between checks", lambda: mon.after_step(tr, out), n=200)
     v1, v2 = mon.buffer.views
     timeit("kNN probe (monitor's)", lambda: mon._knn(tr))
     timeit("a check with embeddings", lambda: mon.measure(tr, geometry=True))

@@ -394,11 +394,10 @@ class HealthMonitor:
         on the first probe view; nothing for other backbones."""
         m: dict[str, float] = {}
         if self._attn:
-            per = {k: [a[k] for a in self._attn] for k in self._attn[0]}
-            m["attn/entropy"] = sum(per["entropy"]) / len(self._attn)
-            m["attn/entropy_max_block"] = max(per["entropy"])
-            m["attn/max_weight"] = sum(per["max"]) / len(self._attn)
-            m["attn/head_redundancy"] = sum(per["redundancy"]) / len(self._attn)
+            mean = lambda key: sum(a[key] for a in self._attn) / len(self._attn)
+            m["attn/entropy"], m["attn/max_weight"] = mean("entropy"), mean("max")
+            m["attn/entropy_max_block"] = max(a["entropy"] for a in self._attn)
+            m["attn/head_redundancy"] = mean("redundancy")
         if self._tokens is not None:
             m["tokens/patch_similarity"] = tokens.token_similarity(self._tokens[:, 1:].cpu())
         self._attn, self._tokens = [], None
