@@ -128,11 +128,16 @@ def compare(label: str, method: str, overrides: list[str], target_steps: int, ro
     embed_t = max(0.0, statistics.median(check_t) - statistics.median(light_t))
     if geo_every != every:
         probe_share += embed_t * steps / geo_every
-    # checks come in lumps: judged on total times over all rounds, not on a median round
-    overhead = (sum(mon_t) + rounds * probe_share) / sum(ours_t) - 1.0
+    # each round holds the same whole number of checks, and its monitored and bare loops run back to back:
+    # the ratio within a round is free of the machine's drift over minutes, and the median over rounds
+    # of a stray slow loop (the scatter of totals over whole runs was about 2 points)
+    paired = sorted((m + probe_share) / o - 1.0 for m, o in zip(mon_t, ours_t))
+    overhead = statistics.median(paired)
+    q1, _, q3 = statistics.quantiles(paired, n=4) if len(paired) > 1 else (paired[0],) * 3
     mon_ips = steps * batch * rounds / (sum(mon_t) + rounds * probe_share)
     row = {"case": label, "method": method, "batch": batch, "steps": steps * rounds, "plain": plain_ips,
            "autofix": ours_ips, "ratio": ours_ips / plain_ips, "monitored": mon_ips, "monitor_overhead": overhead,
+           "overhead_q1": q1, "overhead_q3": q3,
            "every": every, "knn_every": knn_every, "geo_every": geo_every,
            "check_steps": statistics.median(light_t) / step_t, "embed_steps": embed_t / step_t,
            "knn_steps": statistics.median(knn_t) / step_t}
@@ -140,7 +145,7 @@ def compare(label: str, method: str, overrides: list[str], target_steps: int, ro
     row["parts_overhead"] = (row["check_steps"] / every + row["embed_steps"] / geo_every
                              + (row["knn_steps"] / knn_every if knn_every else 0.0))
     print(f"{label:40s} plain {plain_ips:9.1f}  autofix {ours_ips:9.1f} (ratio {row['ratio']:.3f})  "
-          f"monitored {mon_ips:9.1f} (overhead {overhead:+.1%}; a check {row['check_steps']:.2f} + {row['embed_steps']:.2f} steps, "
+          f"monitored {mon_ips:9.1f} (overhead {overhead:+.1%} [{q1:+.1%}, {q3:+.1%}]; a check {row['check_steps']:.2f} + {row['embed_steps']:.2f} steps, "
           f"a kNN probe {row['knn_steps']:.2f} steps; from the parts {row['parts_overhead']:+.1%}) img/s", flush=True)
     return row
 
@@ -217,10 +222,11 @@ def main() -> None:
              f"torch {torch.__version__}. Plain = a minimal hand-written PyTorch loop doing the same work (same model, "
              "batch, augmentation, optimizer); ratio = autofix / plain images per second (1.00 = no overhead; "
              "medians over alternating rounds, so machine noise of a few percent either way remains). "
-             "Monitor overhead: the monitored loop (checks at the run's own cadence, every N steps) plus the "
-             "monitor's kNN probe, timed apart in the same rounds and charged once per `kNN every` steps (and "
+             "Monitor overhead: per round, the monitored loop (checks at the run's own cadence, every N steps) plus "
+             "the monitor's kNN probe, timed apart in the same rounds and charged once per `kNN every` steps (and "
              "likewise the probe buffer's embedding where it is done at fewer checks than all, "
-             "`monitor.geometry_every`), over the autofix loop's time, minus 1. The parts are also timed on "
+             "`monitor.geometry_every`), over the autofix loop's time in the same round, minus 1; the median "
+             "over rounds, with the interquartile range in brackets. The parts are also timed on "
              "their own, in training steps: a check without the embedding, the embedding (geometry, "
              "activations, BatchNorm) and a kNN probe; 'from the parts' = check / every + embedding / embed "
              "every + probe / kNN every, the same overhead without the loop-to-loop noise of a few percent "
@@ -233,7 +239,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['case']} | {r['batch']} | {r['steps']} | {r['plain']:.1f} | {r['autofix']:.1f} | "
                      f"{r['ratio']:.3f} | {r['every']} | {r['geo_every']} | {r['knn_every']} | "
-                     f"{r['check_steps']:.2f} | {r['embed_steps']:.2f} | {r['knn_steps']:.2f} | {r['monitor_overhead']:+.1%} | {r['parts_overhead']:+.1%} |")
+                     f"{r['check_steps']:.2f} | {r['embed_steps']:.2f} | {r['knn_steps']:.2f} | {r['monitor_overhead']:+.1%} [{r['overhead_q1']:+.1%}, {r['overhead_q3']:+.1%}] | "
+                     f"{r['parts_overhead']:+.1%} |")
     if amp_rows:
         lines += ["", "AMP: bf16 autocast + channels_last against fp32, same model and loop.", "",
                   "| method | batch | fp32 img/s | bf16+channels_last img/s | speed-up |", "|---|---:|---:|---:|---:|"]
