@@ -11,8 +11,10 @@ from reference_models.data import ImageDataset, load_dataset
 from reference_models.data.corrupt import with_colour_cast
 from reference_models.heads import HeadConfig
 from reference_models.methods import METHODS, SSLMethod, build_method
+from reference_models.regularizers import TOKEN_TERMS
 
 from .config import RunConfig
+from .errors import ConfigError
 
 
 def load_data(cfg: RunConfig) -> ImageDataset:
@@ -30,6 +32,12 @@ def _subset(cls, obj):
 def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
     backbone = build_backbone(_subset(BackboneConfig, cfg.model), channels, image_size)
     _, method_cls = METHODS[cfg.method.name]
+    if cfg.regularizers.needs_internals():
+        if not hasattr(backbone, "keep_internals"):
+            raise ConfigError(f"regularizers {', '.join(n for n in cfg.regularizers.active() if n in TOKEN_TERMS)} "
+                              f"act on attention maps and tokens; model.backbone={cfg.model.backbone} has none "
+                              "(use model=vit_tiny or model=vit_small)")
+        backbone.keep_internals = True
     return build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
                         _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
 

@@ -4,6 +4,7 @@ weights) with a known answer; `apply_regularizers` adds the weighted terms to a 
 reports each one unweighted, so a run logs them beside the method's own terms."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -68,12 +69,55 @@ def repulsion_loss(z: torch.Tensor) -> torch.Tensor:
     return sim.max(dim=1).values.mean()
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()   # bf16/fp16 under autocast
+
+
+def mean_pair_cosine(x: torch.Tensor) -> torch.Tensor:
+    """(N, K, F) -> the cosine between two different rows of the same group, averaged over pairs and
+    groups: 1 when a group's rows are one direction, near 0 for unrelated rows. Needs K >= 2."""
+    u = F.normalize(_upcast(x), dim=2)
+    k = u.shape[1]
+    total = u.sum(dim=1).pow(2).sum(dim=1)      # |sum of unit vectors|^2 = k + the sum over pairs i != j
+    return ((total - k) / (k * (k - 1))).mean()
+
+
+def attention_entropy(attn: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of attention rows (N, H, T, T) over log(T): 1 when every query attends to all T
+    keys alike, 0 when each attends to a single key."""
+    p = _upcast(attn)
+    h = -(p * torch.log(p.clamp_min(1e-30))).sum(dim=-1)
+    return h.mean() / math.log(attn.shape[-1])
+
+
+def attention_entropy_loss(maps: list[torch.Tensor], target: float) -> torch.Tensor:
+    """Mean over blocks of (normalised attention entropy - target)^2: pulls attention that selects
+    one key (entropy 0) or nothing (entropy 1) towards a target in between."""
+    return sum((attention_entropy(a) - target).pow(2) for a in maps) / len(maps)
+
+
+def head_diversity_loss(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over blocks of the cosine between two heads' attention maps of the same image: 1 when all
+    heads attend alike; minimising it makes heads specialise."""
+    return sum(mean_pair_cosine(a.flatten(2)) for a in maps) / len(maps)
+
+
+def token_similarity_loss(tokens: torch.Tensor) -> torch.Tensor:
+    """Mean cosine between two different patch tokens (class token excluded) of the same image: 1 when
+    every token of an image is one vector (token collapse, over-smoothing)."""
+    return mean_pair_cosine(tokens[:, 1:])
+
+
 # ---- configuration --------------------------------------------------------------------------------
 @dataclass
-class BranchTerm:
+class Term:
     weight: float = bounded(0.0, 0.0)          # 0 = off
-    on: str = choice("projector", BRANCHES)    # which embedding it acts on (MAE has only the encoder)
     ramp_steps: int = bounded(0, 0)            # the weight rises linearly from 0 over these steps; 0 = at once
+
+
+@dataclass
+class BranchTerm(Term):
+    on: str = choice("projector", BRANCHES)    # which embedding it acts on (MAE has only the encoder)
 
 
 @dataclass
@@ -102,9 +146,12 @@ class ConsistencyReg(BranchTerm):
 
 
 @dataclass
-class OrthogonalityReg:
-    weight: float = bounded(0.0, 0.0)          # on every linear layer of the projector (or predictor)
-    ramp_steps: int = bounded(0, 0)
+class AttentionEntropyReg(Term):
+    target: float = bounded(0.7, 0.0, 1.0)     # the normalised entropy each block's attention is pulled to
+
+
+# terms on a ViT's attention maps and tokens, recorded during the training forward (VisionTransformer.internals)
+TOKEN_TERMS = ("attention_entropy", "head_diversity", "token_similarity")
 
 
 @dataclass
@@ -113,13 +160,19 @@ class RegularizersConfig:
     covariance: BranchTerm = field(default_factory=BranchTerm)
     uniformity: UniformityReg = field(default_factory=UniformityReg)
     entropy: EntropyReg = field(default_factory=EntropyReg)
-    orthogonality: OrthogonalityReg = field(default_factory=OrthogonalityReg)
+    orthogonality: Term = field(default_factory=Term)  # on every linear layer of the projector (or predictor)
     feature_norm: FeatureNormReg = field(default_factory=FeatureNormReg)
     consistency: ConsistencyReg = field(default_factory=ConsistencyReg)
     repulsion: BranchTerm = field(default_factory=BranchTerm)
+    attention_entropy: AttentionEntropyReg = field(default_factory=AttentionEntropyReg)
+    head_diversity: Term = field(default_factory=Term)
+    token_similarity: Term = field(default_factory=Term)
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name).weight > 0]
+
+    def needs_internals(self) -> bool:
+        return any(name in TOKEN_TERMS for name in self.active())
 
 
 def _branch(out: MethodOutput, name: str, term: str) -> tuple[torch.Tensor, ...]:
@@ -138,6 +191,12 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
     if not active:
         return out
     loss, terms = out.loss, dict(out.terms)
+    recorded = []
+    if cfg.needs_internals():
+        if not hasattr(model.backbone, "internals"):
+            raise ValueError(f"regularizers {', '.join(n for n in active if n in TOKEN_TERMS)} act on attention "
+                             "and tokens: they need the vit backbone (model=vit_tiny)")
+        recorded, model.backbone.internals = model.backbone.internals, []
 
     def per_view(fn, zs):
         return sum(fn(z) for z in zs) / len(zs)
@@ -148,6 +207,15 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
             heads = [m for m in (getattr(model, "projector", None), getattr(model, "predictor", None)) if m is not None]
             ws = [mod.weight for h in heads for mod in h.modules() if isinstance(mod, nn.Linear)]
             value = orthogonality_loss(ws)
+        elif name in TOKEN_TERMS:
+            if not recorded:
+                raise RuntimeError(f"regularizers.{name}: no attention was recorded; set backbone.keep_internals")
+            if name == "token_similarity":
+                value = sum(token_similarity_loss(tok) for _, tok in recorded) / len(recorded)
+            elif name == "head_diversity":
+                value = sum(head_diversity_loss(maps) for maps, _ in recorded) / len(recorded)
+            else:
+                value = sum(attention_entropy_loss(maps, c.target) for maps, _ in recorded) / len(recorded)
         else:
             zs = _branch(out, c.on, name)
             if name == "variance":

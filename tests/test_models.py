@@ -76,7 +76,18 @@ def test_sincos_positions_are_distinct_and_bounded():
     assert torch.cdist(pe, pe).fill_diagonal_(1.0).min() > 0.1
 
 
+def test_attention_scale_zero_makes_every_map_uniform_and_a_large_one_sharp():
+    from reference_models.backbones.vit import Block
+    from autofix.monitor import tokens
+    x = torch.randn(2, 9, 16)
+    for scale, check in ((0.0, lambda h: h == pytest.approx(1.0, abs=1e-6)), (50.0, lambda h: h < 0.2)):
+        block = Block(16, 2, 2.0, "layer", "gelu", 0.0, 0.0, True, attn_scale=scale).eval()
+        q, k, _ = block.split_heads(block.qkv(block.norm1(x)))
+        assert check(tokens.attention_entropy(tokens.attention_probs(q, k, block.scale)))
+
+
 @pytest.mark.parametrize("kw", [{"backbone": "vit", "pos_embed": "learned", "token_drop": 0.5},
+                                {"backbone": "vit", "qk_norm": True, "head_drop": 0.5, "attn_scale": 2.0},
                                 {"backbone": "vit", "pos_embed": "none"},
                                 {"weight_norm": "spectral"}, {"weight_norm": "weight"}])
 def test_backbone_knobs_build_and_train(kw):

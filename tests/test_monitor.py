@@ -81,7 +81,7 @@ def test_a_vit_gets_attention_and_token_metrics(compose_run, tmp_path):
     trainer, _, _ = monitored(compose_run, tmp_path, "mae", "trainer.max_steps=20", "monitor.every=10",
                               "monitor.geometry_every=10", "monitor.knn_every=0")
     row = [r for r in trainer.history if "attn/entropy" in r][-1]
-    assert 0.0 < row["attn/entropy"] <= row["attn/entropy_max_block"] <= 1.0
+    assert 0.0 < row["attn/entropy_min_block"] <= row["attn/entropy"] <= row["attn/entropy_max_block"] <= 1.0
     assert 0.0 < row["attn/max_weight"] <= 1.0 and -1.0 <= row["attn/head_redundancy"] <= 1.0
     assert -1.0 <= row["tokens/patch_similarity"] <= 1.0
 
@@ -155,3 +155,21 @@ def test_initial_feature_norms_use_batch_statistics_and_leave_the_model_alone(co
     assert norms["projector"] == pytest.approx(z.norm(dim=1).mean().item(), rel=1e-4)
     # a fresh BatchNorm's running statistics (0 and 1) put eval-mode features on another scale
     assert z_eval.norm(dim=1).mean().item() < 0.5 * norms["projector"]
+
+
+def test_each_vit_fault_trips_its_own_detector_where_a_healthy_vit_does_not(compose_run, tmp_path):
+    """The faults act from the first step (an attention temperature, no skip connections), so one check
+    already holds their symptom. A fresh healthy ViT attends near-uniformly, which is why the
+    uniform-attention detector waits out a warm-up; the other two must stay quiet on it."""
+    args = ("trainer.max_steps=2", "monitor.every=1", "monitor.geometry_every=1", "monitor.knn_every=0")
+
+    def judge(fault: str) -> dict[str, bool]:
+        trainer, monitor, _ = monitored(compose_run, tmp_path / fault, "mae", f"fault={fault}", *args)
+        row = [r for r in trainer.history if "attn/entropy" in r][-1]
+        return {d.name: d.holds(row)[0] for d in monitor.detectors if d.holds(row) is not None}
+
+    for fault, name in (("vit_sharp_attention", "attention_collapse"), ("vit_no_residual", "token_collapse"),
+                        ("vit_flat_attention", "attention_uniform")):
+        assert judge(fault)[name], fault
+    healthy = judge("none")
+    assert not healthy["attention_collapse"] and not healthy["token_collapse"]

@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from reference_models.regularizers import (RegularizersConfig, apply_regularizers, consistency_loss,
-                                           entropy_loss, feature_norm_loss, orthogonality_loss,
-                                           repulsion_loss, uniformity_loss)
+from reference_models.regularizers import (RegularizersConfig, apply_regularizers, attention_entropy_loss,
+                                           consistency_loss, entropy_loss, feature_norm_loss,
+                                           head_diversity_loss, mean_pair_cosine, orthogonality_loss,
+                                           repulsion_loss, token_similarity_loss, uniformity_loss)
 
 
 def test_uniformity_zero_when_rows_coincide_and_negative_when_spread():
@@ -94,3 +95,46 @@ def test_ramp_scales_the_weight_linearly():
     out = MethodOutput(torch.tensor(0.0), {}, {"projector": (z, z)})
     assert apply_regularizers(None, [], out, cfg, step=4).loss.item() == pytest.approx(2.0 * 0.5 * 5 / 10)
     assert apply_regularizers(None, [], out, cfg, step=50).loss.item() == pytest.approx(2.0 * 0.5)
+
+
+def test_attention_entropy_loss_pulls_towards_its_target():
+    t = 6
+    uniform = torch.full((2, 3, t, t), 1.0 / t)
+    one_hot = torch.zeros(2, 3, t, t)
+    one_hot[..., 2] = 1.0
+    assert attention_entropy_loss([uniform], 0.7).item() == pytest.approx(0.3 ** 2, abs=1e-6)
+    assert attention_entropy_loss([one_hot], 0.7).item() == pytest.approx(0.7 ** 2, abs=1e-6)
+    assert attention_entropy_loss([uniform, one_hot], 0.5).item() == pytest.approx(0.25, abs=1e-6)
+
+
+def test_head_diversity_and_token_similarity_are_one_when_all_alike():
+    maps = torch.softmax(torch.randn(2, 1, 5, 5), dim=-1)
+    assert head_diversity_loss([maps.expand(2, 4, 5, 5)]).item() == pytest.approx(1.0, abs=1e-6)
+    heads = torch.stack([torch.eye(5), torch.roll(torch.eye(5), 1, dims=1)])[None]  # disjoint maps
+    assert head_diversity_loss([heads]).item() == pytest.approx(0.0, abs=1e-6)
+    tokens = torch.randn(3, 1, 8).repeat(1, 7, 1)
+    tokens[:, 0] = torch.randn(3, 8)               # the class token differs and is left out
+    assert token_similarity_loss(tokens).item() == pytest.approx(1.0, abs=1e-6)
+    assert mean_pair_cosine(torch.eye(4)[None]).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_token_terms_train_a_vit_through_its_recorded_attention(compose_run):
+    from autofix.build import build_model
+    cfg = compose_run("mae", "regularizers.attention_entropy.weight=1", "regularizers.head_diversity.weight=1",
+                      "regularizers.token_similarity.weight=1", "model.qk_norm=true", "model.head_drop=0.25")
+    model = build_model(cfg, 3, 32).train()
+    x = [torch.randn(4, 3, 32, 32)]
+    out = apply_regularizers(model, x, model(x, 0.0), cfg.regularizers)
+    assert model.backbone.internals == []           # consumed: nothing piles up across steps
+    for name in ("attention_entropy", "head_diversity", "token_similarity"):
+        assert 0.0 <= out.terms[f"reg_{name}"].item() <= 1.0
+    out.loss.backward()
+    assert model.backbone.blocks[0].qkv.weight.grad.abs().sum() > 0
+
+
+def test_token_terms_on_a_convnet_are_a_config_error(compose_run):
+    from autofix.build import build_model
+    from autofix.errors import ConfigError
+    cfg = compose_run("simclr", "regularizers.token_similarity.weight=1")
+    with pytest.raises(ConfigError, match="vit"):
+        build_model(cfg, 3, 32)

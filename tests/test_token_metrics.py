@@ -40,14 +40,18 @@ def test_head_redundancy_is_one_for_identical_heads_and_lower_for_different_ones
     assert math.isnan(tokens.head_redundancy(one))            # one head: nothing to compare
 
 
-def test_attention_probs_match_scaled_dot_product_attention():
+def test_attention_probs_match_the_blocks_own_attention():
+    from reference_models.backbones.vit import Block
     torch.manual_seed(0)
     n, t, heads, d = 2, 6, 2, 8
-    qkv = torch.randn(n, t, 3 * d)
-    probs = tokens.attention_probs(qkv, heads)
-    assert probs.shape == (n, heads, t, t) and torch.allclose(probs.sum(-1), torch.ones(n, heads, t))
-    q, k, v = qkv.view(n, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-    assert torch.allclose(probs @ v, F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+    for kw in ({}, {"attn_scale": 5.0, "qk_norm": True}):
+        block = Block(d, heads, 2.0, "layer", "gelu", 0.0, 0.0, True, **kw).eval()
+        x = torch.randn(n, t, d)
+        q, k, v = block.split_heads(block.qkv(x))
+        probs = tokens.attention_probs(q, k, block.scale)
+        assert probs.shape == (n, heads, t, t) and torch.allclose(probs.sum(-1), torch.ones(n, heads, t))
+        expected = block.proj((probs @ v).transpose(1, 2).reshape(n, t, d))
+        assert torch.allclose(expected, block.attention(x), atol=1e-5)
 
 
 def test_non_finite_input_gives_nan():

@@ -150,7 +150,7 @@ class HealthMonitor:
                 m.register_forward_hook(self._record_activation)
         if isinstance(model.backbone, VisionTransformer):
             for block in model.backbone.blocks:
-                block.qkv.register_forward_hook(self._attention_hook(block.heads))
+                block.qkv.register_forward_hook(self._attention_hook(block))
             model.backbone.norm.register_forward_hook(self._record_tokens)
         self.out_dir = Path(trainer.out_dir)
         self.init_norms = _initial_norms(model, self.buffer.views[0])
@@ -374,13 +374,14 @@ class HealthMonitor:
                 out = out.flatten(2).amax(dim=2)
             self._acts.append((type(module), out))
 
-    def _attention_hook(self, heads: int):
+    def _attention_hook(self, block):
         def record(module, inputs, output) -> None:
             # reduced here, block by block: a ViT on 224 px images has 197 x 197 maps per head
             if self._capture:
                 # 32 images' maps (over 2,000 rows per head) are plenty, and a 128-image softmax over
                 # every block would cost more than the rest of the embedding pass
-                attn = tokens.attention_probs(output.detach()[:ATTENTION_IMAGES].float(), heads)
+                q, k, _ = block.split_heads(output.detach()[:ATTENTION_IMAGES].float())
+                attn = tokens.attention_probs(q, k, block.scale)
                 self._attn.append({"entropy": tokens.attention_entropy(attn), "max": tokens.attention_max(attn),
                                    "redundancy": tokens.head_redundancy(attn)})
         return record
@@ -390,13 +391,14 @@ class HealthMonitor:
             self._tokens = output.detach()
 
     def _transformer_metrics(self) -> dict[str, float]:
-        """A ViT's attention (mean over blocks, and its most uniform block) and patch-token similarity
+        """A ViT's attention (mean over blocks, its most uniform and its sharpest block) and patch-token similarity
         on the first probe view; nothing for other backbones."""
         m: dict[str, float] = {}
         if self._attn:
             mean = lambda key: sum(a[key] for a in self._attn) / len(self._attn)
             m["attn/entropy"], m["attn/max_weight"] = mean("entropy"), mean("max")
             m["attn/entropy_max_block"] = max(a["entropy"] for a in self._attn)
+            m["attn/entropy_min_block"] = min(a["entropy"] for a in self._attn)
             m["attn/head_redundancy"] = mean("redundancy")
         if self._tokens is not None:
             m["tokens/patch_similarity"] = tokens.token_similarity(self._tokens[:, 1:].cpu())

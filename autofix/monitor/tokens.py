@@ -6,10 +6,10 @@ The catalog's token-level entries (uniform or static attention maps, heads that 
 pattern, all patch tokens of an image collapsing to one vector) describe these quantities."""
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from reference_models.regularizers import attention_entropy as _entropy
+from reference_models.regularizers import mean_pair_cosine
 
 NAN = float("nan")
 
@@ -23,10 +23,7 @@ def token_similarity(tokens: torch.Tensor) -> float:
     token of an image is the same vector (token collapse, over-smoothing); near 0 for unrelated tokens."""
     if tokens.dim() != 3 or tokens.shape[1] < 2 or not _finite(tokens):
         return NAN
-    t = F.normalize(tokens.detach().double(), dim=2)
-    k = t.shape[1]
-    total = t.sum(dim=1).pow(2).sum(dim=1)             # |sum of unit vectors|^2 = k + sum over pairs i != j
-    return ((total - k) / (k * (k - 1))).mean().item()
+    return mean_pair_cosine(tokens.detach().double()).item()
 
 
 def attention_entropy(attn: torch.Tensor) -> float:
@@ -34,9 +31,7 @@ def attention_entropy(attn: torch.Tensor) -> float:
     keys (attention that selects nothing), 0 when each attends to a single key."""
     if attn.dim() != 4 or attn.shape[-1] < 2 or not _finite(attn):
         return NAN
-    p = attn.detach().double()
-    h = -(p * torch.log(p.clamp_min(1e-300))).sum(dim=-1)
-    return (h.mean() / math.log(attn.shape[-1])).item()
+    return _entropy(attn.detach().double()).item()
 
 
 def attention_max(attn: torch.Tensor) -> float:
@@ -52,15 +47,10 @@ def head_redundancy(attn: torch.Tensor) -> float:
     flattened): 1 when all heads attend alike, lower when they specialise. NaN with a single head."""
     if attn.dim() != 4 or attn.shape[1] < 2 or not _finite(attn):
         return NAN
-    n, h = attn.shape[:2]
-    maps = F.normalize(attn.detach().double().reshape(n, h, -1), dim=2)
-    total = maps.sum(dim=1).pow(2).sum(dim=1)
-    return ((total - h) / (h * (h - 1))).mean().item()
+    return mean_pair_cosine(attn.detach().double().flatten(2)).item()
 
 
-def attention_probs(qkv: torch.Tensor, heads: int) -> torch.Tensor:
-    """Attention probabilities (N, H, T, T) from a block's fused qkv projection (N, T, 3D), as
-    scaled dot-product attention computes them (without dropout or a mask)."""
-    n, t, d3 = qkv.shape
-    q, k, _ = qkv.view(n, t, 3, heads, d3 // 3 // heads).permute(2, 0, 3, 1, 4)
-    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention probabilities (N, H, T, T) from queries and keys (N, H, T, D/H) and the logits' scale,
+    as scaled dot-product attention computes them (without dropout or a mask)."""
+    return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)

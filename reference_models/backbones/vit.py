@@ -1,6 +1,14 @@
 """A small Vision Transformer (Dosovitskiy et al. 2021) with pre-norm blocks, a class token and fixed
-sin-cos positions; `forward_tokens` accepts a subset of patches so MAE can encode visible ones only."""
+sin-cos positions; `forward_tokens` accepts a subset of patches so MAE can encode visible ones only.
+
+Attention knobs the catalog's transformer entries ask for: a multiplier on the attention logits'
+1/sqrt(d) scale (`attn_scale`, the attention temperature), LayerNorm on queries and keys (`qk_norm`,
+Dehghani et al. 2023) and dropping whole heads in training (`head_drop`). With `keep_internals` set,
+a training forward records each block's attention probabilities and the final tokens, for the
+regularizers that act on them."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +18,8 @@ from ..layers import DropPath, activation, init_weights, norm1d, sincos_pos_embe
 
 
 class Block(nn.Module):
-    def __init__(self, dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual):
+    def __init__(self, dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual,
+                 attn_scale=1.0, qk_norm=False, head_drop=0.0):
         super().__init__()
         self.norm1 = norm1d(norm if norm != "batch" else "layer", dim)
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -22,11 +31,32 @@ class Block(nn.Module):
         self.heads = heads
         self.residual = residual
         self.drop_path = DropPath(drop_path)
+        self.scale = attn_scale / math.sqrt(dim // heads)
+        self.q_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
+        self.head_drop = head_drop
+        self.keep_attention = False
+        self.last_attention: torch.Tensor | None = None
+
+    def split_heads(self, qkv: torch.Tensor):
+        """The fused projection (B, T, 3D) -> queries, keys, values (B, H, T, D/H), queries and keys
+        normalised where qk_norm is on. The monitor reads attention maps through this too."""
+        b, n, d3 = qkv.shape
+        q, k, v = qkv.view(b, n, 3, self.heads, d3 // 3 // self.heads).permute(2, 0, 3, 1, 4)
+        return self.q_norm(q), self.k_norm(k), v
 
     def attention(self, x):
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        q, k, v = self.split_heads(self.qkv(x))
+        if self.keep_attention and self.training and torch.is_grad_enabled():
+            # explicit maps (with their graph) for a regularizer; the fused kernel does not return them
+            self.last_attention = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+            out = self.last_attention @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        if self.training and self.head_drop > 0:
+            keep = (torch.rand(b, self.heads, 1, 1, device=x.device) >= self.head_drop).to(out.dtype)
+            out = out * keep / (1.0 - self.head_drop)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
     def forward(self, x):
@@ -41,7 +71,7 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, in_channels=3, image_size=32, patch_size=4, dim=192, depth=6, heads=3, mlp_ratio=4.0,
                  norm="layer", act="gelu", init="default", dropout=0.0, drop_path=0.0, residual=True,
-                 pos_embed="sincos", token_drop=0.0):
+                 pos_embed="sincos", token_drop=0.0, attn_scale=1.0, qk_norm=False, head_drop=0.0):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
@@ -59,8 +89,9 @@ class VisionTransformer(nn.Module):
             table = sincos_pos_embed(self.grid, dim)[None]
             self.register_buffer("pos_embed", table if pos_embed == "sincos" else torch.zeros_like(table),
                                  persistent=False)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual)
-                                    for _ in range(max(depth, 1)))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual,
+                                          attn_scale, qk_norm, head_drop) for _ in range(max(depth, 1)))
+        self.internals: list[tuple[list[torch.Tensor], torch.Tensor]] = []  # per recorded forward
         self.norm = norm1d(norm if norm != "batch" else "layer", dim)
         self.out_dim = dim
         nn.init.normal_(self.cls_token, std=0.02)
@@ -75,7 +106,19 @@ class VisionTransformer(nn.Module):
         x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)
+        x = self.norm(x)
+        if self.keep_internals and self.training and torch.is_grad_enabled():
+            self.internals.append(([b.last_attention for b in self.blocks], x))
+        return x
+
+    @property
+    def keep_internals(self) -> bool:
+        return self.blocks[0].keep_attention
+
+    @keep_internals.setter
+    def keep_internals(self, on: bool) -> None:
+        for b in self.blocks:
+            b.keep_attention = on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patchify_embed(x)
