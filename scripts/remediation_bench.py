@@ -27,6 +27,7 @@ SCENARIOS = {
     "byol_collapse": ["conf=byol", "fault=byol_no_predictor"],
     "simclr_divergence": ["conf=simclr", "fault=sgd_high_lr"],
     "vicreg_healthy": ["conf=vicreg"],
+    "mae_attention_collapse": ["conf=mae", "fault=vit_sharp_attention"],
 }
 
 

@@ -72,6 +72,9 @@ def test_geometry_every_embeds_the_probe_at_its_own_cadence_and_at_the_end(compo
     assert [r["step"] for r in checks] == [10, 20, 30, 40, 50]
     with_geometry = [r["step"] for r in checks if "health/projector/rank" in r]
     assert with_geometry == [20, 40, 50]          # its cadence, and the last check of the run
+    # neighbourhoods against the previous embedding check, from the second one on
+    assert [r["step"] for r in checks if "health/encoder/neighbour_overlap" in r] == [40, 50]
+    assert all(0.0 <= r["health/encoder/neighbour_overlap"] <= 1.0 for r in checks if r["step"] in (40, 50))
     # the detectors that read geometry judged those checks only; the others every check
     collapse = next(d for d in monitor.detectors if d.name == "collapse_shrink")
     assert collapse.last_hit is False

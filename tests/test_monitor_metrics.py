@@ -69,6 +69,18 @@ def test_isotropic_rows_spread_metrics():
     assert geometry.uniformity(z[:300]) < -3.0
 
 
+def test_neighbour_overlap_ignores_rotation_and_scale_and_drops_to_chance_when_shuffled():
+    z = torch.randn(200, 16, generator=gen())
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen(1)))
+    assert geometry.neighbour_overlap(z, 3.0 * z @ rotation, k=10) == pytest.approx(1.0)
+    other = torch.randn(200, 16, generator=gen(2))           # neighbourhoods unrelated to z's
+    assert geometry.neighbour_overlap(z, other, k=10) < 3 * 10 / 199
+    half = z.clone()
+    half[100:] = other[100:]                                 # half the rows moved: overlap in between
+    assert 0.1 < geometry.neighbour_overlap(z, half, k=10) < 0.9
+    assert math.isnan(geometry.neighbour_overlap(z[:5], z[:5], k=10))
+
+
 def test_mean_pairwise_cosine_matches_explicit_pairs():
     z = torch.randn(7, 5, generator=gen(6))
     u = torch.nn.functional.normalize(z, dim=1)

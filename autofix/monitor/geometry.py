@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from reference_models.regularizers import mean_pair_cosine
+
 NAN = float("nan")
 RANKME_EPS = 1e-7          # Garrido et al. 2023 add this to every normalised singular value
 POWERLAW_REL_FLOOR = 1e-6  # eigenvalues below this share of the largest one are numerical noise
@@ -94,11 +96,27 @@ def mean_pairwise_cosine(z) -> float:
     z = _prep(z)
     if z is None or z.shape[0] < 2:
         return NAN
-    u = F.normalize(z, dim=1)
-    n = u.shape[0]
-    # sum over all ordered pairs of u_i.u_j is |sum u|^2; drop the diagonal (|u_i|^2) without an N x N matrix
-    total = u.sum(dim=0).pow(2).sum() - u.pow(2).sum()
-    return (total / (n * (n - 1))).item()
+    return mean_pair_cosine(z[None]).item()   # without an N x N matrix
+
+
+def neighbour_overlap(a, b, k: int = 10) -> float:
+    """For the same N inputs embedded twice (at two checks), the share of each row's k nearest
+    neighbours (cosine, itself excluded) that are the same both times, averaged over rows: 1 when the
+    neighbourhoods kept their structure (whatever rotation or rescaling happened in between), about
+    k / (N - 1) when they were reshuffled at random."""
+    a, b = _prep(a), _prep(b)
+    if a is None or b is None or a.shape[0] != b.shape[0] or a.shape[0] <= k:
+        return NAN
+
+    def neighbours(z: torch.Tensor) -> torch.Tensor:
+        u = F.normalize(z, dim=1)
+        sim = u @ u.T
+        sim.fill_diagonal_(-math.inf)
+        return sim.topk(k, dim=1).indices
+
+    na, nb = neighbours(a), neighbours(b)
+    shared = (na[:, :, None] == nb[:, None, :]).any(dim=2).sum(dim=1)
+    return (shared.double() / k).mean().item()
 
 
 def pair_cosines(z1, z2) -> dict[str, float]:

@@ -127,6 +127,7 @@ class HealthMonitor:
         self.best_knn, self.loss_at_best = float("-inf"), float("nan")
         self.first_loss = float("nan")     # mean loss over the first check's window: the start's loss
         self.knn_start = float("nan")      # the probe before any step (runs from scratch only)
+        self._previous_encoder: torch.Tensor | None = None   # the probe's encoder embedding at the last check
         self.last_metrics: dict[str, float] = {}
         self.embed_last_check = True        # off only where a benchmark times the embedding apart
 
@@ -246,7 +247,13 @@ class HealthMonitor:
         h2, z2 = _embed(model, v2)
         # Geometry on host copies: on a GPU its small SVDs and some forty scalar reads each cost a
         # device round trip, while 128 rows of a few hundred numbers take a CPU core milliseconds.
-        m.update(_geometry("health/encoder", h1.cpu(), h2.cpu()))
+        h1_host = h1.cpu()
+        m.update(_geometry("health/encoder", h1_host, h2.cpu()))
+        # how much the probe images' neighbourhoods changed since the last embedding check: the
+        # catalog's "representations drift between epochs" (not kept across a resume: NaN once after it)
+        if self._previous_encoder is not None:
+            m["health/encoder/neighbour_overlap"] = geometry.neighbour_overlap(self._previous_encoder, h1_host)
+        self._previous_encoder = h1_host
         if z1 is not None:
             m.update(_geometry("health/projector", z1.cpu(), z2.cpu()))
         for branch, init in self.init_norms.items():
