@@ -193,10 +193,12 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
     loss, terms = out.loss, dict(out.terms)
     recorded = []
     if cfg.needs_internals():
-        if not hasattr(model.backbone, "internals"):
+        # (attention maps per block, final tokens) of each training forward since the last step
+        recorded = getattr(model.backbone, "internals", None) or []
+        if not recorded:
             raise ValueError(f"regularizers {', '.join(n for n in active if n in TOKEN_TERMS)} act on attention "
-                             "and tokens: they need the vit backbone (model=vit_tiny)")
-        recorded, model.backbone.internals = model.backbone.internals, []
+                             "and tokens: they need the vit backbone with keep_internals set (model=vit_tiny)")
+        model.backbone.internals = []
 
     def per_view(fn, zs):
         return sum(fn(z) for z in zs) / len(zs)
@@ -208,14 +210,10 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
             ws = [mod.weight for h in heads for mod in h.modules() if isinstance(mod, nn.Linear)]
             value = orthogonality_loss(ws)
         elif name in TOKEN_TERMS:
-            if not recorded:
-                raise RuntimeError(f"regularizers.{name}: no attention was recorded; set backbone.keep_internals")
-            if name == "token_similarity":
-                value = sum(token_similarity_loss(tok) for _, tok in recorded) / len(recorded)
-            elif name == "head_diversity":
-                value = sum(head_diversity_loss(maps) for maps, _ in recorded) / len(recorded)
-            else:
-                value = sum(attention_entropy_loss(maps, c.target) for maps, _ in recorded) / len(recorded)
+            term = {"token_similarity": lambda maps, tok: token_similarity_loss(tok),
+                    "head_diversity": lambda maps, tok: head_diversity_loss(maps),
+                    "attention_entropy": lambda maps, tok: attention_entropy_loss(maps, c.target)}[name]
+            value = sum(term(maps, tok) for maps, tok in recorded) / len(recorded)
         else:
             zs = _branch(out, c.on, name)
             if name == "variance":

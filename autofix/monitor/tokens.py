@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from reference_models.backbones.vit import attention_probs  # noqa: F401 - the block's own maps, re-exported
 from reference_models.regularizers import attention_entropy as _entropy
 from reference_models.regularizers import mean_pair_cosine
 
@@ -48,9 +49,3 @@ def head_redundancy(attn: torch.Tensor) -> float:
     if attn.dim() != 4 or attn.shape[1] < 2 or not _finite(attn):
         return NAN
     return mean_pair_cosine(attn.detach().double().flatten(2)).item()
-
-
-def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """Attention probabilities (N, H, T, T) from queries and keys (N, H, T, D/H) and the logits' scale,
-    as scaled dot-product attention computes them (without dropout or a mask)."""
-    return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)

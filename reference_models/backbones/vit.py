@@ -17,6 +17,12 @@ from torch import nn
 from ..layers import DropPath, activation, init_weights, norm1d, sincos_pos_embed
 
 
+def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention probabilities (N, H, T, T) from queries and keys (N, H, T, D/H) and the logits' scale,
+    as scaled dot-product attention computes them (without dropout or a mask)."""
+    return torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)
+
+
 class Block(nn.Module):
     def __init__(self, dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual,
                  attn_scale=1.0, qk_norm=False, head_drop=0.0):
@@ -50,7 +56,7 @@ class Block(nn.Module):
         q, k, v = self.split_heads(self.qkv(x))
         if self.keep_attention and self.training and torch.is_grad_enabled():
             # explicit maps (with their graph) for a regularizer; the fused kernel does not return them
-            self.last_attention = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+            self.last_attention = attention_probs(q, k, self.scale)
             out = self.last_attention @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
