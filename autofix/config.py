@@ -107,6 +107,11 @@ class TrainerConfig:
     fork: Optional[str] = None                # start a child run from this checkpoint: weights (those that
                                               # fit), the step, optimizer moments when the optimizer is the
                                               # same; hyperparameters and randomness from this config
+    reinit_heads: list[str] = field(default_factory=list)   # heads (projector, predictor, decoder) a fork
+                                              # re-initialises instead of loading: a mid-training head reset
+    reinit_every: int = bounded(0, 0)         # and again every N steps (0 = only at the fork)
+    augment_warmup_steps: int = bounded(0, 0)  # views ramp from the identity to the configured augmentation
+                                              # over these steps (a curriculum); 0 = full strength from step 0
     stop_at: int = bounded(0, 0)              # end the run at this step (0 = max_steps); the schedule still
                                               # follows max_steps, as in the run it was forked from
     progress: bool = True

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reference_models.augment import BatchAugment, at_strength
 from reference_models.data.splits import cap_indices
 from reference_models.regularizers import apply_regularizers
 
@@ -31,7 +32,8 @@ class Hook:
     def on_end(self, trainer: "Trainer") -> None: ...
 
     # A hook with state may also define state_dict() and load_state_dict(state): the state travels in
-    # every checkpoint and is restored right after on_start when the run resumes.
+    # every checkpoint and is restored right after on_start when the run resumes. A forked child's hook
+    # may define inherit(state), given the parent's state, to keep the references of the run's start.
 
 
 class EpochSampler:
@@ -84,6 +86,7 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.augment = build_augment(cfg)
+        self._ramp: tuple[float, BatchAugment] | None = None     # the curriculum's current stage
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, t.max_steps, cfg.optimizer)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
@@ -101,7 +104,9 @@ class Trainer:
         self.probes: dict[str, float] = {}
         self._resume_run_id = None
         self._hook_states: dict = {}
+        self._parent_hook_states: dict = {}       # a fork's parent's, offered to hooks' inherit()
         self.fork_info: dict = {}
+        self._reinit_prefixes()   # a head name that does not exist fails now, not at a later fork
         if t.resume:
             self.load(ckpt.find_checkpoint(t.resume))
         elif t.fork:
@@ -112,9 +117,21 @@ class Trainer:
         return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def views(self) -> list[torch.Tensor]:
+        augment = self._augment_now()
         with torch.no_grad():
             x = self.train_x[self.sampler.next()].float().div_(255)
-            return [self.normalize(self.augment(x, self.generators["augment"])) for _ in range(self.model.n_views)]
+            return [self.normalize(augment(x, self.generators["augment"])) for _ in range(self.model.n_views)]
+
+    def _augment_now(self) -> BatchAugment:
+        """The configured augmentation, or during trainer.augment_warmup_steps a weaker one: strength rises
+        in ten stages from a tenth to full (at_strength), each built once."""
+        warmup = self.cfg.trainer.augment_warmup_steps
+        if self.step >= warmup:
+            return self.augment
+        level = min(self.step * 10 // warmup + 1, 10) / 10
+        if self._ramp is None or self._ramp[0] != level:
+            self._ramp = (level, BatchAugment(at_strength(self.augment.cfg, level)))
+        return self._ramp[1]
 
     def train_step(self):
         t = self.cfg.trainer
@@ -148,8 +165,11 @@ class Trainer:
         self._start_tracking()
         for i, hook in enumerate(self.hooks):
             hook.on_start(self)
-            if _hook_key(i, hook) in self._hook_states and hasattr(hook, "load_state_dict"):
-                hook.load_state_dict(self._hook_states[_hook_key(i, hook)])
+            key = _hook_key(i, hook)
+            if key in self._hook_states and hasattr(hook, "load_state_dict"):
+                hook.load_state_dict(self._hook_states[key])
+            elif key in self._parent_hook_states and hasattr(hook, "inherit"):
+                hook.inherit(self._parent_hook_states[key])
         try:
             if self.step == 0 and self.cfg.probe.at_start:
                 self.probes["knn_init"] = self.probe()["probe/knn"]
@@ -196,6 +216,8 @@ class Trainer:
                     bar.update(self.step)
                 if p.every and self.step % p.every == 0 and self.step < self.last_step:
                     self.log(self.probe())
+                if t.reinit_every and self.step % t.reinit_every == 0 and self.step < self.last_step:
+                    self.reinit_heads()
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
                     self.save()
 
@@ -270,7 +292,9 @@ class Trainer:
         order and augmentation follow this run's seed, so replicate children differ."""
         state = ckpt.load(path)
         own = self.model.state_dict()
-        fits = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
+        fresh_heads = self._reinit_prefixes()
+        fits = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape
+                and not k.startswith(fresh_heads)}
         self.model.load_state_dict(fits, strict=False)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         saved = state["optimizer"]
@@ -282,9 +306,41 @@ class Trainer:
             for group, hyper in zip(self.optimizer.param_groups, fresh):
                 group.update(hyper)
         self.step = int(state["step"])
+        self._parent_hook_states = state.get("hooks") or {}
         self.scheduler = build_scheduler(self.optimizer, self.cfg.trainer.max_steps, self.cfg.optimizer, self.step)
         self.fork_info = {"checkpoint": str(path), "step": self.step, "optimizer_state": same,
                           "reinitialized": sorted(set(own) - set(fits))}
+
+    def reinit_heads(self) -> None:
+        """Give the heads trainer.reinit_heads names PyTorch's default initialisation again, drop their
+        optimizer moments, and make their momentum copies (BYOL's target) equal to them."""
+        fresh = self._reinit_prefixes()
+        for name, module in self.model.named_children():
+            if not f"{name}.".startswith(fresh) or name.startswith("target_"):
+                continue
+            for sub in module.modules():
+                if hasattr(sub, "reset_parameters"):
+                    sub.reset_parameters()
+                for p in sub.parameters(recurse=False):
+                    self.optimizer.state.pop(p, None)
+            target = getattr(self.model, f"target_{name}", None)
+            if target is not None:
+                target.load_state_dict(module.state_dict())
+
+    def _reinit_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the modules trainer.reinit_heads names, with their momentum copies
+        (BYOL's target_projector): those keep this run's fresh initialisation at the fork."""
+        from .errors import ConfigError
+
+        names = list(self.cfg.trainer.reinit_heads)
+        # a head is a child module other than the backbone, named by its first word: MAE's decoder is
+        # decoder_embed, decoder, decoder_norm and decoder_pred
+        heads = sorted({n.split("_")[0] for n, _ in self.model.named_children()} - {"backbone", "target"})
+        unknown = [n for n in names if n not in heads]
+        if unknown:
+            raise ConfigError(f"trainer.reinit_heads: {', '.join(unknown)} is not a head of this "
+                              f"{self.cfg.method.name} model; valid: {', '.join(heads) or 'none'}")
+        return tuple(f"{p}{n}{sep}" for n in names for p in ("", "target_") for sep in (".", "_"))
 
     # ---- tracking and summary -------------------------------------------------------------------
     def _start_tracking(self) -> None:

@@ -20,7 +20,7 @@ Conventions worth knowing:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 import torch
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .fields import FieldError, bounded, pair, validate
 
-__all__ = ["AugmentConfig", "BatchAugment", "check_config", "identity_config"]
+__all__ = ["AugmentConfig", "BatchAugment", "at_strength", "check_config", "identity_config"]
 
 # ITU-R BT.601 luma weights.
 _LUMA = (0.299, 0.587, 0.114)
@@ -92,6 +92,25 @@ def identity_config() -> AugmentConfig:
         blur_p=0.0,
         solarize_p=0.0,
     )
+
+
+def at_strength(cfg: AugmentConfig, strength: float) -> AugmentConfig:
+    """`cfg` scaled towards the identity: every probability and magnitude times `strength`, and the crop's
+    smallest area and aspect ratios moved from 1 towards their configured values by the same share.
+    strength 1 gives `cfg`, 0 the identity: the steps of an augmentation curriculum."""
+    a = min(max(float(strength), 0.0), 1.0)
+    if a == 1.0:
+        return cfg
+
+    def toward(one: float, target: float) -> float:
+        return one + a * (target - one)
+
+    lo, hi = cfg.crop_scale
+    rlo, rhi = cfg.crop_ratio
+    return replace(cfg, crop_scale=(toward(1.0, lo), toward(1.0, hi)), crop_ratio=(toward(1.0, rlo), toward(1.0, rhi)),
+                   flip_p=a * cfg.flip_p, jitter_p=a * cfg.jitter_p, brightness=a * cfg.brightness,
+                   contrast=a * cfg.contrast, saturation=a * cfg.saturation, hue=a * cfg.hue, gray_p=a * cfg.gray_p,
+                   blur_p=a * cfg.blur_p, solarize_p=a * cfg.solarize_p, noise_std=a * cfg.noise_std)
 
 
 def _hue_basis() -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .fields import bounded, choice
@@ -17,10 +19,19 @@ class HeadConfig:
     norm: str = choice("batch", NORMS)     # norm after each hidden linear layer
     activation: str = choice("relu", ACTIVATIONS)
     last_norm: bool = False                # a BatchNorm without affine on the output
+    l2_input: bool = False                 # l2-normalise the input (the encoder's output) first: the head
+                                           # then sees directions only, whatever the encoder's scale
+
+
+class L2Normalize(nn.Module):
+    """Rows scaled to unit l2 norm (F.normalize as a layer, so a head stays one nn.Sequential)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1)
 
 
 def mlp(in_dim: int, cfg: HeadConfig) -> nn.Sequential:
-    layers: list[nn.Module] = []
+    layers: list[nn.Module] = [L2Normalize()] if cfg.l2_input else []
     dim = in_dim
     for _ in range(max(cfg.depth, 1) - 1):
         layers += [nn.Linear(dim, cfg.hidden_dim, bias=cfg.norm == "none"), norm1d(cfg.norm, cfg.hidden_dim),

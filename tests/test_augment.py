@@ -338,3 +338,18 @@ def test_gaussian_noise_is_seeded_and_stays_in_range():
     b = BatchAugment(cfg)(x, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and not torch.equal(a, x)
     assert 0.05 < (a - x).std().item() < 0.15 and a.min() >= 0 and a.max() <= 1
+
+
+def test_at_strength_interpolates_from_the_identity_to_the_config():
+    from reference_models.augment import at_strength
+    c = AugmentConfig(crop_scale=(0.2, 1.0), crop_ratio=(0.5, 2.0), flip_p=0.5, jitter_p=0.8, brightness=0.4,
+                      gray_p=0.2, solarize_p=0.1, noise_std=0.1)
+    assert at_strength(c, 1.0) == c
+    zero = at_strength(c, 0.0)
+    assert zero.crop_scale == (1.0, 1.0) and zero.crop_ratio == (1.0, 1.0)
+    assert (zero.flip_p, zero.jitter_p, zero.gray_p, zero.solarize_p, zero.noise_std) == (0, 0, 0, 0, 0)
+    half = at_strength(c, 0.5)
+    assert half.crop_scale == pytest.approx((0.6, 1.0)) and half.crop_ratio == pytest.approx((0.75, 1.5))
+    assert half.flip_p == 0.25 and half.brightness == pytest.approx(0.2) and half.noise_std == pytest.approx(0.05)
+    x = torch.rand(8, 3, 12, 12, generator=gen(1))
+    assert torch.equal(BatchAugment(zero)(x, gen(2)), x)       # strength 0 leaves the images alone

@@ -95,3 +95,9 @@ def test_byol_momentum_schedule():
     assert momentum_at(0.99, 1.0, "cosine") == pytest.approx(1.0)
     assert momentum_at(0.99, 0.5, "cosine") == pytest.approx(0.995)
     assert momentum_at(0.99, 0.7, "constant") == 0.99
+
+
+def test_vicreg_invariance_ramp_is_linear_over_its_warmup():
+    from reference_models.methods.vicreg import invariance_ramp
+    assert invariance_ramp(0.3, 0.0) == 1.0                       # off: full weight from the start
+    assert [invariance_ramp(p, 0.2) for p in (0.0, 0.05, 0.1, 0.2, 0.9)] == pytest.approx([0, 0.25, 0.5, 1, 1])

@@ -103,3 +103,11 @@ def test_backbone_knobs_build_and_train(kw):
         assert not net.pos_embed.any()
     if "weight_norm" in kw:
         assert any(hasattr(m, "parametrizations") for m in net.modules())
+
+
+def test_l2_input_head_sees_directions_only():
+    head = mlp(16, HeadConfig(hidden_dim=32, out_dim=8, depth=2, norm="none", l2_input=True))
+    x = torch.randn(5, 16)
+    assert torch.allclose(head(x), head(7.0 * x), atol=1e-6)
+    plain = mlp(16, HeadConfig(hidden_dim=32, out_dim=8, depth=2, norm="none"))
+    assert not torch.allclose(plain(x), plain(7.0 * x), atol=1e-3)

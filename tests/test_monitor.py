@@ -176,3 +176,26 @@ def test_each_vit_fault_trips_its_own_detector_where_a_healthy_vit_does_not(comp
         assert judge(fault)[name], fault
     healthy = judge("none")
     assert not healthy["attention_collapse"] and not healthy["token_collapse"]
+
+
+def test_knn_gain_is_against_the_runs_start_and_a_fork_inherits_it(compose_run, tmp_path):
+    """health/knn_gain = the probe now - the probe of the untrained encoder; a forked child measures
+    against its parent's start (its own first probe is of trained weights), and keeps its own best probe."""
+    common = ["trainer.max_steps=40", "trainer.ckpt_every=20", "monitor.every=10", "monitor.knn_every=20"]
+    hooks = build_monitor(compose_run("vicreg", *common).monitor)
+    parent = Trainer(compose_run("vicreg", *common), tmp_path / "parent", hooks=hooks)
+    parent.fit()
+    start = hooks[0].knn_start
+    assert 0.0 < start <= 1.0
+    rows = [r for r in parent.history if "health/knn_gain" in r]
+    assert rows and all(r["health/knn_gain"] == pytest.approx(r["health/knn"] - start) for r in rows)
+
+    fork = tmp_path / "parent" / "checkpoints" / "step_00000020.pt"
+    child_hooks = build_monitor(compose_run("vicreg", *common).monitor)
+    child = Trainer(compose_run("vicreg", *common, f"trainer.fork={fork}"), tmp_path / "child", hooks=child_hooks)
+    child.fit()
+    monitor = child_hooks[0]
+    assert monitor.knn_origin == start and monitor.knn_start != monitor.knn_start   # NaN: not a run from step 0
+    row = next(r for r in child.history if "health/knn_gain" in r)
+    assert row["health/knn_gain"] == pytest.approx(row["health/knn"] - start)
+    assert row["health/knn_drop"] == 0.0    # the overfitting detector's best starts at the fork

@@ -389,3 +389,14 @@ def test_correlation_stats_of_wide_embeddings():
     r = (c / torch.outer(torch.diagonal(c).sqrt(), torch.diagonal(c).sqrt())).abs()
     exact = (4 * r.sum() - 2 * torch.diagonal(r).sum()) / (2048 * 2047)   # every pair, copies included
     assert out["mean_abs_corr"] == pytest.approx(exact.item(), rel=0.1)
+
+
+def test_perturbation_sensitivity_known_answers():
+    from autofix.monitor.geometry import perturbation_sensitivity
+    e = torch.eye(6)
+    assert perturbation_sensitivity(e, 3.0 * e) == 0.0                       # scale is not a move
+    assert perturbation_sensitivity(e, e.roll(1, dims=0)) == pytest.approx(1.0)   # lands on another input
+    # every perturbed row turned 60 degrees within its own plane: cosine distance 0.5, inputs 1 apart
+    half = torch.cat([e, torch.zeros(6, 6)], 1) * 0.5 + torch.cat([torch.zeros(6, 6), e], 1) * (3 ** 0.5 / 2)
+    assert perturbation_sensitivity(torch.cat([e, torch.zeros(6, 6)], 1), half) == pytest.approx(0.5)
+    assert math.isnan(perturbation_sensitivity(e[:1], e[:1]))

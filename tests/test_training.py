@@ -145,3 +145,55 @@ def test_fork_with_a_new_architecture_reinitializes_what_no_longer_fits(compose_
     assert child.step == 10 and not child.fork_info["optimizer_state"]
     assert any(k.startswith("projector") for k in child.fork_info["reinitialized"])
     assert not any(k.startswith("backbone") for k in child.fork_info["reinitialized"])
+
+
+def test_reinit_heads_gives_a_fresh_projector_and_keeps_the_backbone(compose_run, tmp_path):
+    """trainer.reinit_heads=[projector]: a mid-training head reset. The backbone comes from the checkpoint,
+    the projector (and BYOL's momentum copy of it) keeps the child's own fresh initialisation."""
+    from autofix.trainer import Trainer
+    parent = Trainer(compose_run("byol", "trainer.max_steps=10", "trainer.ckpt_every=10"), tmp_path / "p")
+    parent.fit()
+    saved = torch.load(parent.ring.path(10), weights_only=True)["model"]
+    fresh = Trainer(compose_run("byol", "trainer.max_steps=20", "trainer.seed=3"), tmp_path / "f").model.state_dict()
+    child = Trainer(compose_run("byol", "trainer.max_steps=20", f"trainer.fork={parent.ring.path(10)}",
+                                "trainer.seed=3", "trainer.reinit_heads=[projector]"), tmp_path / "c")
+    own = child.model.state_dict()
+    reset = set(child.fork_info["reinitialized"])
+    assert reset == {k for k in own if k.startswith(("projector.", "target_projector."))}
+    assert all(torch.equal(own[k], saved[k]) for k in own if k not in reset)      # backbone, predictor, target
+    assert all(torch.equal(own[k], fresh[k]) for k in reset)                      # the child's own init
+    assert not all(torch.equal(own[k], saved[k]) for k in reset if own[k].is_floating_point() and own[k].dim() > 1)
+    assert not child.fork_info["optimizer_state"]       # moments of the old projector would not fit the new one
+
+
+def test_reinit_heads_names_the_heads_a_method_has(compose_run, tmp_path):
+    from autofix.errors import ConfigError
+    from autofix.trainer import Trainer
+    with pytest.raises(ConfigError, match="predictor is not a head of this vicreg model; valid: projector"):
+        Trainer(compose_run("vicreg", "trainer.reinit_heads=[predictor]"), tmp_path)
+
+
+def test_augment_warmup_weakens_the_views_early_and_reaches_the_configured_ones(compose_run, tmp_path):
+    from autofix.trainer import Trainer
+    trainer = Trainer(compose_run("simclr", "trainer.max_steps=40", "trainer.augment_warmup_steps=20"), tmp_path)
+    assert trainer._augment_now().cfg.flip_p == pytest.approx(0.1 * trainer.augment.cfg.flip_p)   # step 0: a tenth
+    trainer.step = 15
+    assert trainer._augment_now().cfg.crop_scale[0] == pytest.approx(1 - 0.8 * (1 - trainer.augment.cfg.crop_scale[0]))
+    trainer.step = 20
+    assert trainer._augment_now() is trainer.augment
+
+
+def test_reinit_heads_resets_the_projector_its_moments_and_its_momentum_copy(compose_run, tmp_path):
+    from autofix.trainer import Trainer
+    trainer = Trainer(compose_run("byol", "trainer.max_steps=10", "trainer.reinit_heads=[projector]",
+                                  "trainer.reinit_every=5"), tmp_path)
+    trainer.train_loop()   # resets at step 5; the run goes on
+    trained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.reinit_heads()
+    now = trainer.model.state_dict()
+    assert all(torch.equal(now[k], trained[k]) for k in now if k.startswith(("backbone.", "predictor.")))
+    weight = next(k for k in now if k.startswith("projector.") and k.endswith("weight") and now[k].dim() == 2)
+    assert not torch.equal(now[weight], trained[weight])
+    assert all(torch.equal(now[k], now[f"target_{k}"]) for k in now if k.startswith("projector."))
+    assert not any(p in trainer.optimizer.state for p in trainer.model.projector.parameters())
+    assert any(p in trainer.optimizer.state for p in trainer.model.backbone.parameters())

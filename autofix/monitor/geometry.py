@@ -119,6 +119,21 @@ def neighbour_overlap(a, b, k: int = 10) -> float:
     return (shared.double() / k).mean().item()
 
 
+def perturbation_sensitivity(clean, perturbed) -> float:
+    """How far a small input perturbation moves each embedding, relative to how far apart different inputs
+    are: mean cosine distance between row i of `clean` and row i of `perturbed` (the same input, perturbed),
+    over the mean cosine distance between two different rows of `clean`. 0 when the perturbation changes
+    nothing; about 1 when a perturbed input lands as far away as another input would."""
+    a, b = _prep(clean), _prep(perturbed)
+    if a is None or b is None or a.shape != b.shape or a.shape[0] < 2:
+        return NAN
+    u, v = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    moved = (1.0 - (u * v).sum(dim=1)).mean()
+    n = u.shape[0]
+    apart = (n * n - (u.sum(dim=0).pow(2).sum())) / (n * (n - 1))   # mean over i != j of 1 - cos(u_i, u_j)
+    return (moved / apart).item() if apart > 1e-12 else (0.0 if moved <= 1e-12 else math.inf)
+
+
 def pair_cosines(z1, z2) -> dict[str, float]:
     """Cosines between two views of the same N inputs: `positive` (row i of z1 with row i of z2),
     `negative` (row i of z1 with row j != i of z2) and `gap` = positive - negative. The gap is what

@@ -37,6 +37,8 @@ class MonitorConfig:
                                            # a multiple of `every`. The last check of a run always does.
     probe_size: int = bounded(128, 8)      # images in the fixed probe buffer
     probe_seed: int = 1234                 # the buffer's images and views (same for a parent and its children)
+    noise_std: float = bounded(0.03, 0.0, 1.0)   # pixel noise (images in [0, 1]) of the buffer's perturbed copy,
+                                           # read by noise_sensitivity: about 8 grey levels of 255
     loss_window: int = bounded(50, 4)      # steps over which loss dynamics are measured
     knn_every: int = bounded(100, 0)       # steps between kNN probes on the validation split (0 = off);
                                            # a multiple of `every`; overfitting is judged on these
@@ -53,7 +55,7 @@ class ProbeBuffer:
     augmentation, whatever the run's own augmentation is: a run trained without augmentation is
     measured on ordinary views, and a parent and its children on the same ones."""
 
-    def __init__(self, images_u8: torch.Tensor, size: int, seed: int, normalize, device):
+    def __init__(self, images_u8: torch.Tensor, size: int, seed: int, normalize, device, noise_std: float = 0.03):
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(images_u8), generator=g)[:size]
         x = images_u8[idx].to(device).float().div_(255)
@@ -61,6 +63,9 @@ class ProbeBuffer:
         aug = BatchAugment(AugmentConfig())
         self.clean = normalize(x)
         self.views = (normalize(aug(x, gen)), normalize(aug(x, gen)))
+        # the same images under a small fixed noise (drawn after the views, so those stay as they were)
+        noise = torch.randn(x.shape, generator=g).to(device)
+        self.noisy = normalize((x + noise_std * noise).clamp_(0.0, 1.0))
 
 
 @torch.no_grad()
@@ -127,6 +132,7 @@ class HealthMonitor:
         self.best_knn, self.loss_at_best = float("-inf"), float("nan")
         self.first_loss = float("nan")     # mean loss over the first check's window: the start's loss
         self.knn_start = float("nan")      # the probe before any step (runs from scratch only)
+        self.knn_origin = float("nan")     # the same, or for a forked child its parent's: knn_gain's zero
         self._previous_encoder: torch.Tensor | None = None   # the probe's encoder embedding at the last check
         self.last_metrics: dict[str, float] = {}
         self.embed_last_check = True        # off only where a benchmark times the embedding apart
@@ -139,7 +145,7 @@ class HealthMonitor:
                           for name, d in self.cfg.detectors.items() if d.symptom and d.enabled]
         self.detectors = [d for d in self.detectors if d.applies_to(self.method)]
         self.buffer = ProbeBuffer(trainer.data.train_x, self.cfg.probe_size, self.cfg.probe_seed,
-                                  trainer.normalize, trainer.device)
+                                  trainer.normalize, trainer.device, self.cfg.noise_std)
         weights = [p for p in model.backbone.parameters()]
         self.initial = optimization.snapshot(weights)
         if hasattr(model, "target_backbone"):
@@ -156,7 +162,7 @@ class HealthMonitor:
         self.out_dir = Path(trainer.out_dir)
         self.init_norms = _initial_norms(model, self.buffer.views[0])
         if trainer.step == 0 and self.cfg.knn_every and math.isnan(self.knn_start):
-            self.knn_start = self._knn(trainer)
+            self.knn_start = self.knn_origin = self._knn(trainer)
 
     def _knn(self, trainer) -> float:
         return trainer.probe(max_train=self.cfg.knn_bank, max_val=self.cfg.knn_queries)["probe/knn"]
@@ -232,6 +238,9 @@ class HealthMonitor:
             self._train_views = {}
         if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
             m.update(self._knn_metrics(trainer, window))
+            # at the kNN probe's cadence: two small forward passes, read by no detector that needs them often
+            m["health/encoder/noise_sensitivity"] = geometry.perturbation_sensitivity(
+                _embed(model, self.buffer.clean)[0].cpu(), _embed(model, self.buffer.noisy)[0].cpu())
         model.train(was_training)
         return m
 
@@ -295,7 +304,10 @@ class HealthMonitor:
         # health/knn: the monitor's cheaper probe (its own bank); probe/knn is the run's full probe.
         # loss_gain_since_best: the share of the loss removed since the best probe, > 0 while the
         # pretext task still improves
+        # knn_gain: against the untrained encoder (NaN for a run that neither started at step 0 nor
+        # inherited its parent's start): below 0, training destroyed more than it taught
         return {"health/knn": knn, "health/knn_drop": self.best_knn - knn,
+                "health/knn_gain": knn - self.knn_origin,
                 "health/loss_gain_since_best": (self.loss_at_best - loss) / abs(self.loss_at_best or 1.0)}
 
     def _method_metrics(self, model, trainer, v1, z1, z2) -> dict[str, float]:
@@ -430,7 +442,7 @@ class HealthMonitor:
                 "losses": [float(v) for v in self.losses], "grad_norms": [float(v) for v in self.grad_norms],
                 "grad_history": list(self.grad_history), "best_knn": self.best_knn,
                 "loss_at_best": self.loss_at_best, "first_loss": self.first_loss,
-                "knn_start": self.knn_start, "last_metrics": dict(self.last_metrics),
+                "knn_start": self.knn_start, "knn_origin": self.knn_origin, "last_metrics": dict(self.last_metrics),
                 "events": [asdict(e) for e in self.events],
                 "detectors": {d.name: d.state_dict() for d in self.detectors}}
 
@@ -447,11 +459,19 @@ class HealthMonitor:
         self.loss_at_best, self.last_metrics = state["loss_at_best"], dict(state["last_metrics"])
         self.first_loss = state.get("first_loss", float("nan"))
         self.knn_start = state.get("knn_start", float("nan"))
+        self.knn_origin = state.get("knn_origin", self.knn_start)
         self.events = [Symptom(**e) for e in state["events"]]
         fired = {e.detector: e for e in self.events}
         for d in self.detectors:
             if d.name in state["detectors"]:
                 d.load_state_dict(state["detectors"][d.name], fired.get(d.name))
+
+    def inherit(self, parent_state: dict) -> None:
+        """A forked child keeps its parent's probe of the untrained encoder: "worse than at the start"
+        means the run's start, not the fork's (everything else, the overfitting detector's best probe
+        included, restarts at the fork)."""
+        if math.isnan(self.knn_origin):
+            self.knn_origin = parent_state.get("knn_origin", parent_state.get("knn_start", float("nan")))
 
     # ---- events ---------------------------------------------------------------------------------
     def emit(self, trainer, symptom: Symptom) -> None:

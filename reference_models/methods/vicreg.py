@@ -19,6 +19,13 @@ class VICRegConfig:
     cov_weight: float = bounded(1.0, 0.0)
     gamma: float = bounded(1.0, 0.0)   # target std of each dimension
     normalize: bool = False      # l2-normalise embeddings before the loss (a catalog suggestion, off in the paper)
+    inv_warmup: float = bounded(0.0, 0.0, 1.0)   # share of training over which the invariance weight rises
+                                                 # from 0 (variance and covariance first); 0 = full from the start
+
+
+def invariance_ramp(progress: float, warmup: float) -> float:
+    """The invariance weight's share at `progress` (0..1 of the run): linear from 0 to 1 over `warmup`."""
+    return 1.0 if warmup <= 0 else min(max(progress / warmup, 0.0), 1.0)
 
 
 class VICReg(TwoViewMethod):
@@ -31,6 +38,7 @@ class VICReg(TwoViewMethod):
         if self.cfg.normalize:
             z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         c = self.cfg
-        loss, terms = vicreg(z1, z2, c.inv_weight, c.var_weight, c.cov_weight, c.gamma)
+        loss, terms = vicreg(z1, z2, c.inv_weight * invariance_ramp(progress, c.inv_warmup), c.var_weight,
+                             c.cov_weight, c.gamma)
         return MethodOutput(loss, {k: v.detach() for k, v in terms.items()},
                             {"encoder": (h1, h2), "projector": (z1, z2)})
