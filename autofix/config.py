@@ -110,6 +110,8 @@ class TrainerConfig:
     reinit_heads: list[str] = field(default_factory=list)   # heads (projector, predictor, decoder) a fork
                                               # re-initialises instead of loading: a mid-training head reset
     reinit_every: int = bounded(0, 0)         # and again every N steps (0 = only at the fork)
+    fork_shrink: float = bounded(1.0, 0.0, 1.0)   # shrink and perturb (Ash & Adams 2020) at a fork: backbone
+    fork_perturb: float = bounded(0.0, 0.0)       # weights become shrink * w + perturb * a fresh Kaiming draw
     augment_warmup_steps: int = bounded(0, 0)  # views ramp from the identity to the configured augmentation
                                               # over these steps (a curriculum); 0 = full strength from step 0
     stop_at: int = bounded(0, 0)              # end the run at this step (0 = max_steps); the schedule still

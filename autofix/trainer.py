@@ -256,6 +256,7 @@ class Trainer:
         return {
             "step": self.step,
             "optimizer_name": self.cfg.optimizer.name,
+            "model_init": self.cfg.model.init,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -286,15 +287,20 @@ class Trainer:
 
     def fork_from(self, path: Path) -> None:
         """Start as a child of the run that wrote `path`. Weights whose name and shape still fit are
-        loaded (a patch that changes the architecture re-initialises the rest, listed in fork_info);
+        loaded (a patch that changes the architecture re-initialises the rest, listed in fork_info; so do
+        the heads in trainer.reinit_heads, and the backbone when model.init differs from the parent's;
+        trainer.fork_shrink / fork_perturb then shrink and perturb the backbone);
         optimizer moments carry over only for the same optimizer and grouping, and its hyperparameters
         (lr, weight decay, betas, ...) always come from this run's config, the patched one. The data
         order and augmentation follow this run's seed, so replicate children differ."""
         state = ckpt.load(path)
         own = self.model.state_dict()
-        fresh_heads = self._reinit_prefixes()
+        fresh = self._reinit_prefixes()
+        if state.get("model_init", self.cfg.model.init) != self.cfg.model.init:
+            # a patch of the init scheme means "start the backbone over, under the new scheme", from here
+            fresh += ("backbone.", "target_backbone.")
         fits = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape
-                and not k.startswith(fresh_heads)}
+                and not k.startswith(fresh)}
         self.model.load_state_dict(fits, strict=False)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         saved = state["optimizer"]
@@ -307,9 +313,25 @@ class Trainer:
                 group.update(hyper)
         self.step = int(state["step"])
         self._parent_hook_states = state.get("hooks") or {}
+        self._shrink_and_perturb()
         self.scheduler = build_scheduler(self.optimizer, self.cfg.trainer.max_steps, self.cfg.optimizer, self.step)
         self.fork_info = {"checkpoint": str(path), "step": self.step, "optimizer_state": same,
                           "reinitialized": sorted(set(own) - set(fits))}
+
+    @torch.no_grad()
+    def _shrink_and_perturb(self) -> None:
+        """trainer.fork_shrink / fork_perturb: each backbone weight matrix or filter bank becomes
+        shrink * w + perturb * noise, the noise a fresh Kaiming-normal draw (std sqrt(2 / fan_in)) whatever
+        the run's own init, so that units that are copies of each other get told apart."""
+        t = self.cfg.trainer
+        if t.fork_shrink == 1.0 and t.fork_perturb == 0.0:
+            return
+        g = torch.Generator().manual_seed(t.seed + 2)
+        for p in self.model.backbone.parameters():
+            if p.dim() < 2:
+                continue
+            noise = torch.randn(p.shape, generator=g).to(p.device, p.dtype)
+            p.mul_(t.fork_shrink).add_(noise, alpha=t.fork_perturb * (2.0 / p[0].numel()) ** 0.5)
 
     def reinit_heads(self) -> None:
         """Give the heads trainer.reinit_heads names PyTorch's default initialisation again, drop their

@@ -7,7 +7,7 @@ from torch import nn
 
 NORMS = ("batch", "layer", "group", "none")
 ACTIVATIONS = ("relu", "gelu", "leaky_relu", "tanh", "sigmoid", "silu", "elu")
-INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
+INITS = ("default", "kaiming", "xavier", "orthogonal", "normal", "constant")   # constant: a fault (no symmetry breaking)
 
 
 def activation(name: str) -> nn.Module:
@@ -73,6 +73,8 @@ def init_weights(module: nn.Module, scheme: str, nonlinearity: str = "relu") -> 
             nn.init.orthogonal_(m.weight, gain=nn.init.calculate_gain(gain_name))
         elif scheme == "normal":
             nn.init.normal_(m.weight, std=0.02)
+        elif scheme == "constant":  # every unit of a layer the same: gradients never tell them apart
+            nn.init.constant_(m.weight, 1.0 / m.weight[0].numel())
         if m.bias is not None:
             nn.init.zeros_(m.bias)
 

@@ -400,3 +400,14 @@ def test_perturbation_sensitivity_known_answers():
     half = torch.cat([e, torch.zeros(6, 6)], 1) * 0.5 + torch.cat([torch.zeros(6, 6), e], 1) * (3 ** 0.5 / 2)
     assert perturbation_sensitivity(torch.cat([e, torch.zeros(6, 6)], 1), half) == pytest.approx(0.5)
     assert math.isnan(perturbation_sensitivity(e[:1], e[:1]))
+
+
+def test_duplicate_unit_share_counts_units_with_a_near_copy():
+    from autofix.monitor.optimization import duplicate_unit_share
+    e = torch.eye(4, 8)                                   # four orthogonal units: no duplicates
+    assert duplicate_unit_share([e]) == 0.0
+    copies = torch.cat([e[:2], -2.0 * e[:1], e[3:]])     # unit 2 is a sign-flipped, scaled copy of unit 0
+    assert duplicate_unit_share([copies]) == 0.5          # units 0 and 2 each have a near copy
+    conv = torch.ones(3, 2, 3, 3)                         # a constant init: every filter the same
+    assert duplicate_unit_share([conv, e, torch.ones(5)]) == pytest.approx(3 / 7)   # biases are skipped
+    assert math.isnan(duplicate_unit_share([torch.ones(1, 4)]))

@@ -197,3 +197,26 @@ def test_reinit_heads_resets_the_projector_its_moments_and_its_momentum_copy(com
     assert all(torch.equal(now[k], now[f"target_{k}"]) for k in now if k.startswith("projector."))
     assert not any(p in trainer.optimizer.state for p in trainer.model.projector.parameters())
     assert any(p in trainer.optimizer.state for p in trainer.model.backbone.parameters())
+
+
+def test_fork_with_another_init_scheme_starts_the_backbone_over_and_shrink_perturb_moves_it(compose_run, tmp_path):
+    from autofix.monitor.optimization import duplicate_unit_share
+    from autofix.trainer import Trainer
+    parent = Trainer(compose_run("vicreg", "trainer.max_steps=10", "trainer.ckpt_every=10", "fault=init_symmetric"),
+                     tmp_path / "p")
+    parent.fit()
+    assert duplicate_unit_share(parent.model.backbone.parameters()) == 1.0     # constant init: all copies
+    fork = f"trainer.fork={parent.ring.path(10)}"
+    same = Trainer(compose_run("vicreg", "trainer.max_steps=20", fork, "fault=init_symmetric"), tmp_path / "a")
+    assert not same.fork_info["reinitialized"]
+    other = Trainer(compose_run("vicreg", "trainer.max_steps=20", fork, "fault=init_symmetric", "model.init=kaiming"),
+                    tmp_path / "b")
+    assert {k.split(".")[0] for k in other.fork_info["reinitialized"]} == {"backbone"}
+    assert duplicate_unit_share(other.model.backbone.parameters()) < 0.1
+    perturbed = Trainer(compose_run("vicreg", "trainer.max_steps=20", fork, "fault=init_symmetric",
+                                    "trainer.fork_shrink=0.5", "trainer.fork_perturb=0.1"), tmp_path / "c")
+    saved = torch.load(parent.ring.path(10), weights_only=True)["model"]
+    w = next(k for k, v in saved.items() if k.startswith("backbone.") and v.dim() == 4)
+    moved = perturbed.model.state_dict()[w] - 0.5 * saved[w]
+    assert moved.std().item() == pytest.approx(0.1 * (2.0 / saved[w][0].numel()) ** 0.5, rel=0.2)
+    assert duplicate_unit_share(perturbed.model.backbone.parameters()) < 0.1

@@ -226,6 +226,7 @@ class HealthMonitor:
         m["weights/norm_ratio"] = optimization.weight_norm_ratio(weights, self.initial)
         m["weights/update_ratio"] = optimization.update_ratio(self.previous, weights)
         m["weights/nonfinite"] = float(optimization.count_nonfinite(weights))
+        m["weights/duplicate_units"] = optimization.duplicate_unit_share(weights)
         self.previous = optimization.snapshot(weights)
 
         was_training = model.training

@@ -86,6 +86,22 @@ def weight_norm_ratio(current: Iterable[torch.Tensor], initial: Iterable[torch.T
     return _ratio(*to_floats([norm_sq(c for c, _ in pairs), norm_sq(i for _, i in pairs)]))  # one transfer
 
 
+def duplicate_unit_share(weights: Iterable[torch.Tensor], threshold: float = 0.95) -> float:
+    """The share of units (conv filters, rows of linear weights; layers with at least two units and two
+    inputs each) whose nearest other unit in the same layer has |cosine| above `threshold`: near-duplicate
+    or sign-flipped copies compute nothing new. Random initialisations of a few inputs per unit already
+    reach 0.9 now and then, hence a high threshold. NaN when no layer qualifies."""
+    dup, total = [], 0
+    for w in weights:
+        if w.dim() < 2 or w.shape[0] < 2 or w[0].numel() < 2:
+            continue
+        rows = torch.nn.functional.normalize(w.detach().float().reshape(w.shape[0], -1), dim=1)
+        cos = (rows @ rows.T).abs().fill_diagonal_(0.0)
+        dup.append((cos.amax(dim=1) > threshold).sum())
+        total += w.shape[0]
+    return sum(to_floats(dup)) / total if total else NAN
+
+
 def count_nonfinite(*tensors_or_iterables) -> int:
     """Number of NaN or +-Inf elements across the arguments: tensors, None (a missing gradient,
     skipped), or iterables / dicts of those, nested to any depth. A NaN is a symptom, not a crash."""
