@@ -49,6 +49,20 @@ def orthogonality_loss(weights: list[torch.Tensor]) -> torch.Tensor:
     return total / len(weights) if weights else torch.zeros(())
 
 
+def filter_similarity_loss(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of the mean squared cosine between two different units (conv filters or rows of a
+    linear weight, flattened): 0 when every layer's units are orthogonal, 1 when they are all copies (or
+    sign-flipped copies) of one. Unlike soft orthogonality it ignores the units' norms."""
+    total = None
+    for w in weights:
+        u = torch.nn.functional.normalize(w.float().flatten(1), dim=1)
+        n = u.shape[0]
+        cos2 = (u @ u.T).pow(2)
+        err = (cos2.sum() - cos2.diagonal().sum()) / (n * (n - 1))
+        total = err if total is None else total + err
+    return total / len(weights) if weights else torch.zeros(())
+
+
 def feature_norm_loss(z: torch.Tensor, target: float = 0.0) -> torch.Tensor:
     """Mean squared distance of each row's l2 norm from `target` (0: a plain feature-norm penalty)."""
     return (z.float().norm(dim=1) - target).pow(2).mean()
@@ -167,6 +181,7 @@ class RegularizersConfig:
     attention_entropy: AttentionEntropyReg = field(default_factory=AttentionEntropyReg)
     head_diversity: Term = field(default_factory=Term)
     token_similarity: Term = field(default_factory=Term)
+    filter_diversity: Term = field(default_factory=Term)   # on the backbone's conv filters and linear rows
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name).weight > 0]
@@ -209,6 +224,9 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
             heads = [m for m in (getattr(model, "projector", None), getattr(model, "predictor", None)) if m is not None]
             ws = [mod.weight for h in heads for mod in h.modules() if isinstance(mod, nn.Linear)]
             value = orthogonality_loss(ws)
+        elif name == "filter_diversity":
+            value = filter_similarity_loss([m.weight for m in model.backbone.modules()
+                                            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.shape[0] > 1])
         elif name in TOKEN_TERMS:
             term = {"token_similarity": lambda maps, tok: token_similarity_loss(tok),
                     "head_diversity": lambda maps, tok: head_diversity_loss(maps),

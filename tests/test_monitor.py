@@ -189,6 +189,8 @@ def test_knn_gain_is_against_the_runs_start_and_a_fork_inherits_it(compose_run, 
     assert 0.0 < start <= 1.0
     rows = [r for r in parent.history if "health/knn_gain" in r]
     assert rows and all(r["health/knn_gain"] == pytest.approx(r["health/knn"] - start) for r in rows)
+    # logged beside it: 3% pixel noise moves an embedding a small part of the way to another image's
+    assert all(0.0 < r["health/encoder/noise_sensitivity"] < 0.5 for r in rows)
 
     fork = tmp_path / "parent" / "checkpoints" / "step_00000020.pt"
     child_hooks = build_monitor(compose_run("vicreg", *common).monitor)

@@ -138,3 +138,15 @@ def test_token_terms_on_a_convnet_are_a_config_error(compose_run):
     cfg = compose_run("simclr", "regularizers.token_similarity.weight=1")
     with pytest.raises(ConfigError, match="vit"):
         build_model(cfg, 3, 32)
+
+
+def test_filter_similarity_zero_for_orthogonal_units_one_for_copies():
+    from reference_models.regularizers import filter_similarity_loss
+    q, _ = torch.linalg.qr(torch.randn(9, 9))
+    assert filter_similarity_loss([q[:4].reshape(4, 1, 3, 3)]).item() == pytest.approx(0.0, abs=1e-6)
+    copies = torch.ones(3, 2, 3, 3) * torch.tensor([1.0, -2.0, 0.5]).view(3, 1, 1, 1)   # scaled, sign-flipped
+    assert filter_similarity_loss([copies]).item() == pytest.approx(1.0)
+    # two layers: the mean of 0 and 1; rows at 60 degrees: cos^2 = 1/4
+    sixty = torch.tensor([[1.0, 0.0], [0.5, 3 ** 0.5 / 2]])
+    assert filter_similarity_loss([q[:4], copies]).item() == pytest.approx(0.5)
+    assert filter_similarity_loss([sixty]).item() == pytest.approx(0.25)

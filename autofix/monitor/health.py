@@ -240,8 +240,7 @@ class HealthMonitor:
         if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
             m.update(self._knn_metrics(trainer, window))
             # at the kNN probe's cadence: two small forward passes, read by no detector that needs them often
-            m["health/encoder/noise_sensitivity"] = geometry.perturbation_sensitivity(
-                _embed(model, self.buffer.clean)[0].cpu(), _embed(model, self.buffer.noisy)[0].cpu())
+            m["health/encoder/noise_sensitivity"] = self._noise_sensitivity(model)
         model.train(was_training)
         return m
 
@@ -290,6 +289,10 @@ class HealthMonitor:
         m.update(self._method_metrics(model, trainer, v1, z1, z2))
         m.update(self._batchnorm_metrics(model, trainer.cfg.trainer.batch_size, h1, z1))
         return m
+
+    def _noise_sensitivity(self, model) -> float:
+        return geometry.perturbation_sensitivity(_embed(model, self.buffer.clean)[0].cpu(),
+                                                 _embed(model, self.buffer.noisy)[0].cpu())
 
     def _knn_metrics(self, trainer, window: list[float]) -> dict[str, float]:
         """The probe falling from its best while the loss still improves is overfitting."""
