@@ -295,12 +295,12 @@ class Trainer:
         order and augmentation follow this run's seed, so replicate children differ."""
         state = ckpt.load(path)
         own = self.model.state_dict()
-        fresh = self._reinit_prefixes()
+        restart = self._reinit_prefixes()
         if state.get("model_init", self.cfg.model.init) != self.cfg.model.init:
             # a patch of the init scheme means "start the backbone over, under the new scheme", from here
-            fresh += ("backbone.", "target_backbone.")
+            restart += ("backbone.", "target_backbone.")
         fits = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape
-                and not k.startswith(fresh)}
+                and not k.startswith(restart)}
         self.model.load_state_dict(fits, strict=False)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         saved = state["optimizer"]
