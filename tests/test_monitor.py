@@ -68,6 +68,9 @@ def test_no_augmentation_leaves_the_encoder_sensitive_to_pixel_noise(compose_run
 def test_healthy_short_run_raises_no_alarm(compose_run, tmp_path):
     _, monitor, _ = monitored(compose_run, tmp_path, "vicreg", "trainer.max_steps=80", "model.width=16")
     assert monitor.events == []
+    # judged quiet, not merely unjudged: a symptom whose detector never got past its warm-up (step 100)
+    # has not been shown absent, and a remediation child does not count it as resolved
+    assert monitor.judged("complete_collapse") and not monitor.judged("probe_below_init")
 
 
 def test_stop_on_symptom_ends_the_run(compose_run, tmp_path):

@@ -433,6 +433,11 @@ class HealthMonitor:
         dets = [d for d in self.detectors if d.cfg.symptom == symptom]
         return (any(bool(d.last_hit) for d in dets), max((d.last_severity for d in dets if d.last_hit), default=0.0))
 
+    def judged(self, symptom: str) -> bool:
+        """Whether any of `symptom`'s detectors has judged a check yet (past its warm-up, its metrics
+        measured): a child too short for that cannot count the symptom as resolved."""
+        return any(d.last_hit is not None for d in self.detectors if d.cfg.symptom == symptom)
+
     def healthy(self) -> bool:
         """No detector's condition held at the latest check."""
         return not any(d.last_hit for d in self.detectors)

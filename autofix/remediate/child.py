@@ -150,10 +150,11 @@ def run_child(spec_path: str) -> dict:
     trainer = Trainer(cfg, folder, hooks=hooks)
     summary = trainer.fit()
     holds, severity = hooks[0].state(spec.symptom) if hooks else (False, 0.0)
+    judged = bool(hooks) and hooks[0].judged(spec.symptom)
     knn = summary["knn"]
     result = {"trial": spec.trial, "role": spec.role, "seed": spec.seed, "intervention": spec.intervention,
               "knn": knn if knn is not None and math.isfinite(knn) else None,
-              "resolved": not holds, "severity": severity, "steps": summary["steps"] - trainer.fork_info.get("step", 0),
+              "resolved": judged and not holds, "judged": judged, "severity": severity, "steps": summary["steps"] - trainer.fork_info.get("step", 0),
               "seconds": round(time.perf_counter() - started, 2), "run_id": summary["run_id"],
               "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),  # seconds: the last attempt's
               "fork": trainer.fork_info}
