@@ -40,13 +40,18 @@ def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
              "remediation.candidates=[vicreg_variance_weight,reg_variance]")
     v = _verdicts(tmp_path, "complete_collapse")
     fix = v["vicreg_variance_weight"]
-    assert fix["verdict"] == "helped", r.stdout[-3000:]
-    assert fix["resolved_rate"] >= 0.5 and fix["vs_control"]["low"] > 0 and fix["vs_random"]["low"] > 0
+    assert fix["resolved_rate"] >= 0.5 and fix["vs_control"]["low"] > 0, r.stdout[-3000:]
+    random_is_a_repair = _random_arm_repairs(tmp_path, "complete_collapse")
+    # helped, unless the random patch is itself a repair (the pool's uniform draw can even be this very
+    # intervention at other values): then nothing may count as helped, which is the random arm's job
+    assert fix["verdict"] == "helped" or random_is_a_repair, r.stdout[-3000:]
+    if not random_is_a_repair:
+        assert fix["vs_random"]["low"] > 0
     # MLflow: a parent with nested children, tagged by role, and the verdict on the parent
     client = _mlflow(tmp_path)
     exp = client.get_experiment_by_name("autofix")
     parent = client.search_runs([exp.experiment_id], "tags.`autofix.role` = 'parent'")[0]
-    assert parent.data.tags["autofix.verdict.complete_collapse.vicreg_variance_weight"] == "helped"
+    assert parent.data.tags["autofix.verdict.complete_collapse.vicreg_variance_weight"] == fix["verdict"]
     kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     roles = sorted(k.data.tags["autofix.role"] for k in kids)
     # 2 seeds of each arm; both candidates screened on seed 0, the better promoted to the other seed
@@ -60,11 +65,21 @@ def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     # the report reads the same verdicts back from MLflow alone
     rep = subprocess.run([sys.executable, "-m", "autofix", "report", "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                           "--html", str(tmp_path / "report.html")], capture_output=True, text=True, timeout=300)
-    assert rep.returncode == 0 and "vicreg_variance_weight" in rep.stdout and "helped" in rep.stdout
+    assert rep.returncode == 0 and "vicreg_variance_weight" in rep.stdout and fix["verdict"] in rep.stdout
     assert "<table" in (tmp_path / "report.html").read_text()
     ev = subprocess.run([sys.executable, "-m", "autofix", "report", "--evidence", "--out", str(tmp_path / "ev.csv"),
                          "--uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0 and "vicreg_variance_weight" in (tmp_path / "ev.csv").read_text()
+
+
+def _random_arm_repairs(tmp_path, symptom) -> bool:
+    """The random patch resolved the symptom on most seeds and beat the control's kNN."""
+    import optuna
+
+    from autofix.remediate.orchestrator import arms_from_trials
+    study = optuna.load_study(study_name=symptom, storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    control, random, _ = arms_from_trials(study.get_trials())
+    return random.resolved_rate >= 0.5 and sum(random.knn.values()) > sum(control.knn.values())
 
 
 def test_byol_collapse_is_resolved_by_the_predictor(tmp_path):
@@ -83,19 +98,13 @@ def test_divergence_is_repaired_by_a_lower_lr_clipping_or_warmup(tmp_path):
     # +0.186 [-0.187, +0.558], both seeds positive)
     _run(tmp_path, "conf=simclr", "fault=sgd_high_lr", "remediation.candidates=[lr_lower,grad_clip,lr_warmup]",
          "remediation.seeds=3")
-    import optuna
-
-    from autofix.remediate.orchestrator import arms_from_trials
-
     v = _verdicts(tmp_path, "divergence")
     fixes = ("lr_lower", "grad_clip", "lr_warmup")
     # a repair resolves the divergence and beats the control on every seed's pairing
     assert any(v[k]["resolved_rate"] >= 0.5 and v[k]["vs_control"]["low"] > 0 for k in fixes), v
     if not any(v[k]["verdict"] == "helped" for k in fixes):
         # then the only thing allowed to stand in its way is a random patch that is itself a repair
-        study = optuna.load_study(study_name="divergence", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
-        control, random, _ = arms_from_trials(study.get_trials())
-        assert random.resolved_rate >= 0.5 and sum(random.knn.values()) > sum(control.knn.values()), v
+        assert _random_arm_repairs(tmp_path, "divergence"), v
 
 
 def test_healthy_run_launches_no_child(tmp_path):
