@@ -61,3 +61,25 @@ def test_promotion_takes_the_best_of_each_family_before_a_second_of_any():
     assert promotion(ranked, 3) == ["adamw", "radam", "lars"]              # by score alone
     assert promotion(["adamw", "radam", "warmup"], 3, family) == ["adamw", "warmup", "radam"]  # families ran out
     assert promotion(ranked, 0, family) == []
+
+
+@pytest.mark.parametrize("method,symptom", [("vicreg", "complete_collapse"), ("simclr", "divergence"),
+                                            ("byol", "complete_collapse")])
+def test_the_random_patch_is_never_a_candidate_under_test(tmp_path, method, symptom):
+    """By default the random arm draws from the applicable interventions that do not target the symptom,
+    so no candidate is ever compared against itself; `random_pool=all` is the uniform draw over every one."""
+    from autofix.config import to_run_config
+    from autofix.hydra_app import compose
+    from autofix.remediate.orchestrator import Orchestrator
+
+    def pools(*extra):
+        cfg = to_run_config(compose(method, list(extra)))
+        orch = Orchestrator(cfg, "t", [], tmp_path)
+        config = orch.config_dict()
+        cands, noops = orch.candidates(symptom, config)
+        return {iv.id for iv in cands + noops}, {iv.id for iv in orch.random_pool(symptom, config)}
+
+    targeted, untargeted = pools()
+    assert targeted and untargeted and not targeted & untargeted
+    _, everything = pools("remediation.random_pool=all")
+    assert untargeted < everything and targeted & everything

@@ -23,7 +23,10 @@ class RemediationConfig:
     promote_diverse: bool = True           # the best of each intervention family before a second of any
     extra_trials: int = bounded(1, 0)      # configurations the sampler picks after every candidate ran at its defaults
     candidates: list[str] = field(default_factory=list)  # only these interventions (empty = every one that fits)
-    random_arm: bool = True                # a child with a patch drawn from all applicable interventions
+    random_arm: bool = True                # a child with a patch drawn from the applicable interventions
+    random_pool: str = choice("untargeted", ("untargeted", "all"))  # untargeted: those that do not target
+                                           # the symptom (the random patch is never a candidate under test);
+                                           # all: every applicable one, a candidate included
     sampler: str = choice("tpe", ("tpe", "random"))
     pruner: str = choice("median", ("median", "halving", "none"))   # applies to sampler-chosen trials only
     storage: Optional[str] = None          # Optuna storage: none = SQLite in the run folder; "journal" = a

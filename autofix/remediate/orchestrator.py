@@ -195,10 +195,21 @@ class Orchestrator:
         changes = {iv.id: iv.changes(config) for iv in found}
         return [iv for iv in found if changes[iv.id]], [iv for iv in found if not changes[iv.id]]
 
+    def random_pool(self, symptom: str, config: dict) -> list:
+        """What the random patch is drawn from. By default the applicable interventions that do not
+        target `symptom`: drawn from all of them, the random patch can be a candidate itself, and against
+        itself no candidate can win, so its verdict would turn on `remediation.seed`. A method whose every
+        intervention targets the symptom falls back to all of them."""
+        from .. import interventions
+
+        pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry,
+                                        config, self.device_type())
+        if self.cfg.remediation.random_pool == "untargeted":
+            return [iv for iv in pool if symptom not in iv.symptoms] or pool
+        return pool
+
     def remediate(self, parent: dict, event: dict) -> list[V.Verdict]:
         import optuna
-
-        from .. import interventions
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         r, symptom = self.cfg.remediation, event["id"]
@@ -208,8 +219,7 @@ class Orchestrator:
             raise ConfigError(f"no checkpoint at the fork point (step {fork}): {ckpt}")
         config = self.config_dict()
         cands, noops = self.candidates(symptom, config)
-        pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry,
-                                        config, self.device_type())
+        pool = self.random_pool(symptom, config)
         if noops:
             console.print(f"  not tried, already in the parent's config: {', '.join(iv.id for iv in noops)}")
         if not cands:
