@@ -75,6 +75,8 @@ class OptimizerConfig:
     lr: float = bounded(1e-3, 0.0)
     lr_scale: float = bounded(1.0, 0.0)  # multiplies lr: an intervention says "lower the lr" whatever the optimizer
     weight_decay: float = bounded(1e-4, 0.0)
+    weight_decay_end: Optional[float] = None  # cosine from weight_decay to this over the run (DINO's
+                                              # schedule; below weight_decay: strong early, weak late)
     momentum: float = bounded(0.9, 0.0, 1.0)
     betas: list = pair([0.9, 0.999])
     lars_eta: float = bounded(0.02, 0.0)
@@ -95,6 +97,8 @@ class TrainerConfig:
     accum_steps: int = bounded(1, 1)
     grad_clip: float = bounded(0.0, 0.0)      # max global grad norm; 0 = off
     freeze_backbone_steps: int = bounded(0, 0)  # the backbone takes no update before this step (heads warm up)
+    freeze_layers: int = bounded(0, 0)        # the backbone's first N stages (stem/patch embedding, then
+                                              # blocks, input first) take no update for the whole run
     precision: str = choice("fp32", ("fp32", "bf16", "fp16"))   # autocast; fp16 uses a GradScaler
     channels_last: bool = False
     device: str = "auto"                      # auto = cuda when present, else cpu

@@ -73,7 +73,7 @@ def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
             for ps, wd, adapt in ((decayed, cfg.weight_decay, True), (plain, 0.0, False)):
                 if ps:
                     groups.append({"params": ps, "weight_decay": wd, "lr": cfg.lr * cfg.lr_scale * m,
-                                   "lr_mult": m, "lars": adapt, "part": part})
+                                   "lr_mult": m, "lars": adapt, "decayed": adapt, "part": part})
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.name == "adamw":
@@ -99,6 +99,23 @@ def lr_factor(step: int, max_steps: int, cfg: OptimizerConfig) -> float:
     t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
     decay = 0.5 * (1 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1.0 - t
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay
+
+
+def weight_decay_at(step: int, max_steps: int, cfg: OptimizerConfig) -> float:
+    """The weight decay at `step`: cfg.weight_decay, or with weight_decay_end set a cosine from
+    weight_decay at step 0 to weight_decay_end at max_steps."""
+    if cfg.weight_decay_end is None:
+        return cfg.weight_decay
+    t = min(step / max(max_steps, 1), 1.0)
+    return cfg.weight_decay_end + (cfg.weight_decay - cfg.weight_decay_end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def set_weight_decay(optimizer, step: int, max_steps: int, cfg: OptimizerConfig) -> None:
+    """Put the scheduled weight decay into every decayed param group (norms and biases stay at 0)."""
+    wd = weight_decay_at(step, max_steps, cfg)
+    for group in optimizer.param_groups:
+        if group.get("decayed", True):
+            group["weight_decay"] = wd
 
 
 def build_scheduler(optimizer, max_steps: int, cfg: OptimizerConfig, start_step: int = 0):

@@ -16,7 +16,7 @@ from reference_models.regularizers import apply_regularizers
 from . import checkpoint as ckpt
 from .build import build_augment, build_model, load_data, pick_device
 from .config import RunConfig, flatten
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, set_weight_decay
 from .probes import extract_features, knn_accuracy, linear_probe_accuracy
 from .progress import TrainProgress
 from .tracking import Tracker
@@ -146,9 +146,10 @@ class Trainer:
                                          self.step)
             self.scaler.scale(out.loss / t.accum_steps).backward()
         grad_norm = None
-        if self.step < t.freeze_backbone_steps:
-            for p in self.model.backbone.parameters():
-                p.grad = None  # no gradient, so no update and no weight decay either
+        for p in self._frozen_params():
+            p.grad = None  # no gradient, so no update and no weight decay either
+        if self.cfg.optimizer.weight_decay_end is not None:
+            set_weight_decay(self.optimizer, self.step, t.max_steps, self.cfg.optimizer)
         if t.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -157,6 +158,14 @@ class Trainer:
         self.scheduler.step()
         self.model.after_optimizer_step((self.step + 1) / t.max_steps)
         return out, grad_norm
+
+    def _frozen_params(self) -> list:
+        t = self.cfg.trainer
+        if self.step < t.freeze_backbone_steps:
+            return list(self.model.backbone.parameters())
+        if t.freeze_layers:
+            return [p for stage in self.model.backbone.stages()[:t.freeze_layers] for p in stage]
+        return []
 
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict:

@@ -21,6 +21,8 @@ class HeadConfig:
     last_norm: bool = False                # a BatchNorm without affine on the output
     l2_input: bool = False                 # l2-normalise the input (the encoder's output) first: the head
                                            # then sees directions only, whatever the encoder's scale
+    spectral_norm: bool = False            # the last linear layer's weight divided by its largest singular
+                                           # value (Miyato et al. 2018): the output layer cannot stretch
 
 
 class L2Normalize(nn.Module):
@@ -37,7 +39,8 @@ def mlp(in_dim: int, cfg: HeadConfig) -> nn.Sequential:
         layers += [nn.Linear(dim, cfg.hidden_dim, bias=cfg.norm == "none"), norm1d(cfg.norm, cfg.hidden_dim),
                    activation(cfg.activation)]
         dim = cfg.hidden_dim
-    layers.append(nn.Linear(dim, cfg.out_dim))
+    last = nn.Linear(dim, cfg.out_dim)
+    layers.append(nn.utils.parametrizations.spectral_norm(last) if cfg.spectral_norm else last)
     if cfg.last_norm:
         layers.append(nn.BatchNorm1d(cfg.out_dim, affine=False))
     return nn.Sequential(*layers)

@@ -4,7 +4,9 @@ weights) with a known answer; `apply_regularizers` adds the weighted terms to a 
 reports each one unweighted, so a run logs them beside the method's own terms."""
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -81,6 +83,21 @@ def repulsion_loss(z: torch.Tensor) -> torch.Tensor:
     sim = u @ u.T
     sim = sim - 2.0 * torch.eye(len(u), device=u.device)  # exclude self-similarity from the max
     return sim.max(dim=1).values.mean()
+
+
+def anchor_loss(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
+    """1 - mean cosine between each input's embedding now and under an earlier snapshot of the network:
+    0 when the embeddings kept their directions, 1 when they turned orthogonal, 2 when they flipped."""
+    return 1.0 - F.cosine_similarity(z.float(), z_anchor.float(), dim=1).mean()
+
+
+def covariance_gap(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """Squared Frobenius distance between the two views' covariance matrices, over d: 0 when both views
+    spread the batch along the same axes by the same amounts, whatever their means."""
+    def cov(z):
+        z = z.float() - z.float().mean(dim=0)
+        return z.T @ z / (len(z) - 1)
+    return (cov(z1) - cov(z2)).pow(2).sum() / z1.shape[1]
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +177,11 @@ class ConsistencyReg(BranchTerm):
 
 
 @dataclass
+class AnchorReg(BranchTerm):
+    every: int = bounded(50, 1)                # steps between snapshots of the network it is anchored to
+
+
+@dataclass
 class AttentionEntropyReg(Term):
     target: float = bounded(0.7, 0.0, 1.0)     # the normalised entropy each block's attention is pulled to
 
@@ -182,12 +204,39 @@ class RegularizersConfig:
     head_diversity: Term = field(default_factory=Term)
     token_similarity: Term = field(default_factory=Term)
     filter_diversity: Term = field(default_factory=Term)   # on the backbone's conv filters and linear rows
+    anchor: AnchorReg = field(default_factory=AnchorReg)    # embeddings kept near a recent snapshot's
+    view_covariance: BranchTerm = field(default_factory=BranchTerm)  # the two views' covariances matched
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name).weight > 0]
 
     def needs_internals(self) -> bool:
         return any(name in TOKEN_TERMS for name in self.active())
+
+
+# The anchor term's snapshot of each model: (step taken, frozen copy of backbone and projector). Kept
+# beside the model, not in it, so it is neither optimised nor saved (a resumed run retakes it).
+_SNAPSHOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def anchor_embeddings(model: nn.Module, x: torch.Tensor, on: str, every: int, step: int) -> torch.Tensor:
+    """The embedding of `x` under a snapshot of the model taken at most `every` steps ago."""
+    taken = _SNAPSHOTS.get(model)
+    if taken is None or not 0 <= step - taken[0] < every:
+        backbone = model.backbone
+        recorded, backbone.internals = getattr(backbone, "internals", None), []  # recorded graphs don't copy
+        parts = {"backbone": copy.deepcopy(backbone)}
+        if recorded is not None:
+            backbone.internals = recorded
+        else:
+            del backbone.internals
+        if on == "projector":
+            parts["projector"] = copy.deepcopy(model.projector)
+        taken = _SNAPSHOTS[model] = (step, nn.ModuleDict(parts).requires_grad_(False))
+    snapshot = taken[1].train(model.training)
+    h = snapshot["backbone"](x)
+    return snapshot["projector"](h) if "projector" in snapshot else h
 
 
 def _branch(out: MethodOutput, name: str, term: str) -> tuple[torch.Tensor, ...]:
@@ -246,6 +295,12 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                 value = per_view(lambda z: feature_norm_loss(z, c.target), zs)
             elif name == "repulsion":
                 value = per_view(repulsion_loss, zs)
+            elif name in ("anchor", "view_covariance"):
+                if len(zs) < 2:
+                    raise ValueError(f"regularizers.{name} acts on the two views of a joint-embedding method "
+                                     "(simclr, byol, vicreg)")
+                value = (anchor_loss(zs[0], anchor_embeddings(model, views[0], c.on, c.every, step))
+                         if name == "anchor" else covariance_gap(zs[0], zs[1]))
             else:  # consistency: one more forward pass of the first view with Gaussian input noise
                 x = views[0]
                 h = model.backbone(x + c.sigma * torch.randn_like(x))

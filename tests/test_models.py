@@ -111,3 +111,16 @@ def test_l2_input_head_sees_directions_only():
     assert torch.allclose(head(x), head(7.0 * x), atol=1e-6)
     plain = mlp(16, HeadConfig(hidden_dim=32, out_dim=8, depth=2, norm="none"))
     assert not torch.allclose(plain(x), plain(7.0 * x), atol=1e-3)
+
+
+def test_spectral_norm_head_keeps_its_last_layer_at_unit_gain():
+    torch.manual_seed(0)
+    head = mlp(16, HeadConfig(hidden_dim=32, out_dim=8, depth=1, spectral_norm=True))
+    with torch.no_grad():
+        head[0].parametrizations.weight.original.mul_(50.0)   # a stretched layer ...
+    head.train()
+    for _ in range(30):                                        # (power iteration converges as it trains)
+        head(torch.randn(4, 16))
+    head.eval()
+    # ... still maps no input to more than its own length: largest singular value 1
+    assert torch.linalg.matrix_norm(head[0].weight, ord=2).item() == pytest.approx(1.0, rel=1e-3)

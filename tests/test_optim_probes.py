@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from autofix.config import OptimizerConfig
-from autofix.optim import LARS, build_optimizer, lr_factor
+from autofix.optim import LARS, build_optimizer, lr_factor, set_weight_decay, weight_decay_at
 from autofix.probes import knn_accuracy, linear_probe_accuracy
 
 
@@ -44,6 +44,20 @@ def test_norms_and_biases_get_no_weight_decay_and_predictor_its_own_lr():
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     in_groups = {id(p) for g in opt.param_groups for p in g["params"]}
     assert in_groups == trainable  # the EMA target is not optimised
+
+
+def test_weight_decay_schedule_runs_a_cosine_from_start_to_end_and_spares_norms():
+    cfg = OptimizerConfig(weight_decay=0.1, weight_decay_end=0.0)
+    assert weight_decay_at(0, 100, cfg) == pytest.approx(0.1)
+    assert weight_decay_at(50, 100, cfg) == pytest.approx(0.05)
+    assert weight_decay_at(100, 100, cfg) == pytest.approx(0.0)
+    assert weight_decay_at(50, 100, OptimizerConfig(weight_decay=0.1)) == 0.1   # no end: constant
+    assert weight_decay_at(50, 100, OptimizerConfig(weight_decay=0.04, weight_decay_end=0.4)) == pytest.approx(0.22)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    model.param_groups = lambda: {"backbone": list(model.parameters())}
+    opt = build_optimizer(model, OptimizerConfig(name="sgd", weight_decay=0.1, weight_decay_end=0.0))
+    set_weight_decay(opt, 50, 100, cfg)
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, pytest.approx(0.05)]
 
 
 def test_knn_is_perfect_on_separated_clusters_and_chance_on_noise():

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from reference_models.regularizers import (RegularizersConfig, apply_regularizers, attention_entropy_loss,
-                                           consistency_loss, entropy_loss, feature_norm_loss,
+from reference_models.regularizers import (RegularizersConfig, anchor_loss, apply_regularizers,
+                                           attention_entropy_loss, consistency_loss, covariance_gap, entropy_loss, feature_norm_loss,
                                            head_diversity_loss, mean_pair_cosine, orthogonality_loss,
                                            repulsion_loss, token_similarity_loss, uniformity_loss)
 
@@ -50,6 +50,52 @@ def test_consistency_zero_for_same_direction_one_for_orthogonal():
 def test_repulsion_one_for_identical_rows_zero_for_orthogonal():
     assert repulsion_loss(torch.ones(5, 3)).item() == pytest.approx(1.0, abs=1e-6)
     assert repulsion_loss(torch.eye(6)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_anchor_zero_when_directions_kept_one_when_orthogonal_two_when_flipped():
+    z = torch.randn(10, 8)
+    assert anchor_loss(z, 2.0 * z).item() == pytest.approx(0.0, abs=1e-6)
+    assert anchor_loss(torch.eye(4)[:2], torch.eye(4)[2:]).item() == pytest.approx(1.0)
+    assert anchor_loss(z, -z).item() == pytest.approx(2.0)
+
+
+def test_covariance_gap_ignores_means_and_sees_axes():
+    z = torch.randn(64, 4)
+    assert covariance_gap(z, z + 5.0).item() == pytest.approx(0.0, abs=1e-5)
+    # two batches: one spread along axis 0 (variance 2), one along axis 1 -> ||diag(2,-2,0,0)||^2 / 4 = 2
+    a = torch.zeros(4, 4)
+    a[:2, 0], a[2:, 0] = 1.0, -1.0          # variance (4 * 1) / 3 along axis 0
+    b = a[:, [1, 0, 2, 3]]
+    v = 4 / 3
+    assert covariance_gap(a, b).item() == pytest.approx(2 * v * v / 4)
+
+
+def test_anchor_term_is_zero_at_a_fresh_snapshot_and_grows_as_the_model_moves(compose_run):
+    """The snapshot is taken at the first step it is needed and retaken `every` steps later: right after a
+    snapshot the term is 0; once the weights move it is not; and it gives the model a gradient."""
+    from autofix.build import build_model
+    cfg = compose_run("vicreg", "regularizers.anchor.weight=1", "regularizers.anchor.every=5")
+    model = build_model(cfg, 3, 32).eval()   # eval: BatchNorm's running stats do not move between calls
+    views = [torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)]
+    assert apply_regularizers(model, views, model(views, 0.0), cfg.regularizers, step=0).terms["reg_anchor"] == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers, step=3)
+    assert out.terms["reg_anchor"].item() > 0.01
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.projector.parameters())
+    fresh = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers, step=5)   # retaken
+    assert fresh.terms["reg_anchor"].item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_two_view_terms_refuse_a_one_view_method(compose_run):
+    from autofix.build import build_model
+    cfg = compose_run("mae", "regularizers.view_covariance.weight=1")
+    model = build_model(cfg, 3, 32)
+    x = [torch.randn(4, 3, 32, 32)]
+    with pytest.raises(ValueError, match="two views"):
+        apply_regularizers(model, x, model(x, 0.0), cfg.regularizers)
 
 
 def test_no_active_regularizer_leaves_the_output_untouched():

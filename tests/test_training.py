@@ -114,6 +114,19 @@ def test_frozen_backbone_takes_no_update_while_heads_do(compose_run, tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(head, trainer.model.projector.parameters()))
 
 
+@pytest.mark.parametrize("model", ["tiny_convnet", "vit_tiny"])
+def test_frozen_layers_stay_put_while_deeper_ones_train(compose_run, tmp_path, model):
+    from autofix.trainer import Trainer
+    method = "mae" if model == "vit_tiny" else "vicreg"
+    cfg = compose_run(method, f"model={model}", "trainer.freeze_layers=2", "trainer.max_steps=2", "probe.at_start=false")
+    trainer = Trainer(cfg, tmp_path / "frozen")
+    stages = trainer.model.backbone.stages()
+    before = [[p.detach().clone() for p in stage] for stage in stages]
+    trainer.train_loop()
+    moved = [not all(torch.equal(a, b) for a, b in zip(old, stage)) for old, stage in zip(before, stages)]
+    assert moved[:2] == [False, False] and all(moved[2:]) and len(moved) > 2
+
+
 def test_fork_takes_weights_and_step_but_the_childs_hyperparameters(compose_run, tmp_path):
     from autofix.trainer import Trainer
     parent = Trainer(compose_run("vicreg", "trainer.max_steps=20", "trainer.ckpt_every=10"), tmp_path / "parent")

@@ -47,5 +47,9 @@ class TinyConvNet(nn.Module):
         self.out_dim = c
         init_weights(self, init, act)
 
+    def stages(self) -> list[list[nn.Parameter]]:
+        """Parameters by depth, input first: the stem, then each block."""
+        return [list(m.parameters()) for m in (self.stem, *self.blocks)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.pool(self.blocks(self.stem(x))).flatten(1))

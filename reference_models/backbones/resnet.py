@@ -51,5 +51,9 @@ class CifarResNet(nn.Module):
         self.out_dim = c
         init_weights(self, init, act)
 
+    def stages(self) -> list[list[nn.Parameter]]:
+        """Parameters by depth, input first: the stem, then each BasicBlock."""
+        return [list(m.parameters()) for m in (self.stem, *self.layers)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.pool(self.layers(self.stem(x))).flatten(1))

@@ -103,6 +103,14 @@ class VisionTransformer(nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
         init_weights(self, init if init != "default" else "xavier", act)
 
+    def stages(self) -> list[list[nn.Parameter]]:
+        """Parameters by depth, input first: the patch embedding (with the class token and a learned
+        position table), then each block; the final norm is not a stage."""
+        embed = [*self.patch_embed.parameters(), self.cls_token]
+        if isinstance(self.pos_embed, nn.Parameter):
+            embed.append(self.pos_embed)
+        return [embed, *(list(b.parameters()) for b in self.blocks)]
+
     def patchify_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> patch tokens with positions added (B, N, D)."""
         return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
