@@ -82,15 +82,16 @@ def _random_arm_repairs(tmp_path, symptom) -> bool:
     return random.resolved_rate >= 0.5 and sum(random.knn.values()) > sum(control.knn.values())
 
 
-def test_byol_collapse_is_resolved_by_the_predictor(tmp_path):
-    """Putting the predictor back ends the collapse on every seed. Its kNN gain is not yet measurable at
-    CPU budgets: the encoder's features decay slowly under a collapsed projector, and with 150-step
-    children predictor_on measured +0.021 [-0.001, +0.043] against the control (docs/remediation.md)."""
-    _run(tmp_path, "conf=byol", "fault=byol_no_predictor", "remediation.candidates=[predictor_on]",
-         "remediation.random_arm=false")  # only the resolution is asserted here: the random arm adds nothing
-    v = _verdicts(tmp_path, "complete_collapse")
-    assert v["predictor_on"]["resolved_rate"] == 1.0 and v["predictor_on"]["seeds"] == 2
-    assert v["predictor_on"]["verdict"] != "hurt"
+def test_byol_collapse_is_repaired_by_uniformity_or_weaker_views(tmp_path):
+    """BYOL with its predictor removed (the momentum target kept) collapses; the uniformity regularizer and
+    the augmentation curriculum both end it with a kNN gain at the default budgets (docs/remediation.md)."""
+    # four seeds: with two, the t interval is 12.7 standard errors wide and a gain of +0.05 and +0.09 on
+    # the two seeds read [-0.18, +0.32]
+    r = _run(tmp_path, "conf=byol", "fault=byol_predictor_off", "remediation.candidates=[augment_curriculum]",
+             "remediation.seeds=4")
+    fix = _verdicts(tmp_path, "complete_collapse")["augment_curriculum"]
+    assert fix["resolved_rate"] >= 0.5 and fix["vs_control"]["low"] > 0, r.stdout[-3000:]
+    assert fix["verdict"] == "helped" or _random_arm_repairs(tmp_path, "complete_collapse"), r.stdout[-3000:]
 
 
 def test_divergence_is_repaired_by_a_lower_lr_clipping_or_warmup(tmp_path):

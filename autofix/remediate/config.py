@@ -16,9 +16,9 @@ class RemediationConfig:
     fork: str = choice("last_healthy", ("last_healthy", "onset", "scratch"))
     parent: str = choice("stop", ("stop", "continue"))  # stop the parent at the symptom, or let it finish
     budget_steps: int = bounded(60, 1)     # steps each child trains from the fork point
-    seeds: int = bounded(3, 1)             # replicate children per arm and configuration (with 2, a t interval
+    seeds: int = bounded(5, 1)             # replicate children per arm and configuration (with 2, a t interval
                                            # is 12.7 standard errors wide: only identical seeds exclude 0)
-    promote: int = bounded(3, 0)           # after every candidate ran once (seed 0), the best this many run
+    promote: int = bounded(2, 0)           # after every candidate ran once (seed 0), the best this many run
                                            # on the other seeds and get a verdict (racing); the rest are screened out
     promote_diverse: bool = True           # the best of each intervention family before a second of any
     extra_trials: int = bounded(1, 0)      # configurations the sampler picks after every candidate ran at its defaults
