@@ -224,3 +224,19 @@ def test_knn_gain_is_against_the_runs_start_and_a_fork_inherits_it(compose_run, 
     row = next(r for r in child.history if "health/knn_gain" in r)
     assert row["health/knn_gain"] == pytest.approx(row["health/knn"] - start)
     assert row["health/knn_drop"] == 0.0    # the overfitting detector's best starts at the fork
+
+
+def test_a_forked_byol_child_measures_its_target_lag_from_the_runs_init(compose_run, tmp_path):
+    """The target trails the online network by what EMA accumulated over the parent's run; measured
+    against the distance moved since the fork instead of since init, a healthy child read above 1 (a
+    frozen target) right after the fork."""
+    common = ["trainer.max_steps=60", "trainer.ckpt_every=40", "monitor.every=10", "monitor.knn_every=0"]
+    parent = Trainer(compose_run("byol", *common), tmp_path / "parent", hooks=build_monitor(compose_run("byol", *common).monitor))
+    parent.fit()
+    lag_at_fork = next(r["byol/target_lag"] for r in parent.history if r.get("step") == 40 and "byol/target_lag" in r)
+    fork = tmp_path / "parent" / "checkpoints" / "step_00000040.pt"
+    child = Trainer(compose_run("byol", *common, f"trainer.fork={fork}"), tmp_path / "child",
+                    hooks=build_monitor(compose_run("byol", *common).monitor))
+    child.fit()
+    first = next(r["byol/target_lag"] for r in child.history if "byol/target_lag" in r)
+    assert first < 0.98 and first == pytest.approx(lag_at_fork, abs=0.3)

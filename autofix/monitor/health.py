@@ -477,10 +477,16 @@ class HealthMonitor:
 
     def inherit(self, parent_state: dict) -> None:
         """A forked child keeps its parent's probe of the untrained encoder: "worse than at the start"
-        means the run's start, not the fork's (everything else, the overfitting detector's best probe
-        included, restarts at the fork)."""
+        means the run's start, not the fork's; so does BYOL's online network at init (everything else,
+        the overfitting detector's best probe included, restarts at the fork)."""
         if math.isnan(self.knn_origin):
             self.knn_origin = parent_state.get("knn_origin", parent_state.get("knn_start", float("nan")))
+        # BYOL's target lag divides the online-target distance, built up over the parent's whole run, by
+        # how far the online network moved: from the run's init, not from the fork (else a healthy child
+        # reads as a frozen target). Kept from the fork when a patch changed the shapes.
+        mine, theirs = getattr(self, "initial_online", None), parent_state.get("initial_online")
+        if mine is not None and theirs is not None and [t.shape for t in mine] == [t.shape for t in theirs]:
+            self.initial_online = [t.to(mine[0].device) for t in theirs]
 
     # ---- events ---------------------------------------------------------------------------------
     def emit(self, trainer, symptom: Symptom) -> None:

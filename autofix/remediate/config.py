@@ -16,7 +16,7 @@ class RemediationConfig:
     fork: str = choice("last_healthy", ("last_healthy", "onset", "scratch"))
     parent: str = choice("stop", ("stop", "continue"))  # stop the parent at the symptom, or let it finish
     budget_steps: int = bounded(60, 1)     # steps each child trains from the fork point
-    seeds: int = bounded(5, 1)             # replicate children per arm and configuration (with 2, a t interval
+    seeds: int = bounded(4, 1)             # replicate children per arm and configuration (with 2, a t interval
                                            # is 12.7 standard errors wide: only identical seeds exclude 0)
     promote: int = bounded(2, 0)           # after every candidate ran once (seed 0), the best this many run
                                            # on the other seeds and get a verdict (racing); the rest are screened out
