@@ -28,13 +28,17 @@ def variance_term(z: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tor
     return F.relu(gamma - std).mean()
 
 
+def covariance_matrix(z: torch.Tensor) -> torch.Tensor:
+    """(N, D) -> the (D, D) sample covariance of the rows."""
+    zc = z - z.mean(dim=0)
+    return zc.T @ zc / (len(z) - 1)
+
+
 def covariance_term(z: torch.Tensor) -> torch.Tensor:
     """Sum of squared off-diagonal covariances divided by the dimension (VICReg)."""
-    n, d = z.shape
-    zc = z - z.mean(dim=0)
-    cov = zc.T @ zc / (n - 1)
+    cov = covariance_matrix(z)
     off = cov - torch.diag(torch.diagonal(cov))
-    return off.pow(2).sum() / d
+    return off.pow(2).sum() / z.shape[1]
 
 
 def vicreg(z1: torch.Tensor, z2: torch.Tensor, inv_weight: float = 25.0, var_weight: float = 25.0,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fields import bounded, choice
-from .losses import covariance_term, variance_term
+from .losses import covariance_matrix, covariance_term, variance_term
 from .methods.base import MethodOutput
 
 BRANCHES = ("encoder", "projector")
@@ -85,19 +85,15 @@ def repulsion_loss(z: torch.Tensor) -> torch.Tensor:
     return sim.max(dim=1).values.mean()
 
 
-def anchor_loss(z: torch.Tensor, z_anchor: torch.Tensor) -> torch.Tensor:
-    """1 - mean cosine between each input's embedding now and under an earlier snapshot of the network:
-    0 when the embeddings kept their directions, 1 when they turned orthogonal, 2 when they flipped."""
-    return 1.0 - F.cosine_similarity(z.float(), z_anchor.float(), dim=1).mean()
+# The anchor term is the same 1 - mean cosine, between each input's embedding now and under an earlier
+# snapshot of the network: 0 when directions are kept, 1 when orthogonal, 2 when flipped.
+anchor_loss = consistency_loss
 
 
 def covariance_gap(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """Squared Frobenius distance between the two views' covariance matrices, over d: 0 when both views
     spread the batch along the same axes by the same amounts, whatever their means."""
-    def cov(z):
-        z = z.float() - z.float().mean(dim=0)
-        return z.T @ z / (len(z) - 1)
-    return (cov(z1) - cov(z2)).pow(2).sum() / z1.shape[1]
+    return (covariance_matrix(z1.float()) - covariance_matrix(z2.float())).pow(2).sum() / z1.shape[1]
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -225,12 +221,12 @@ def anchor_embeddings(model: nn.Module, x: torch.Tensor, on: str, every: int, st
     taken = _SNAPSHOTS.get(model)
     if taken is None or not 0 <= step - taken[0] < every:
         backbone = model.backbone
-        recorded, backbone.internals = getattr(backbone, "internals", None), []  # recorded graphs don't copy
+        recorded = getattr(backbone, "internals", None)   # a ViT's recorded graphs: they do not deepcopy
+        if recorded is not None:
+            backbone.internals = []
         parts = {"backbone": copy.deepcopy(backbone)}
         if recorded is not None:
             backbone.internals = recorded
-        else:
-            del backbone.internals
         if on == "projector":
             parts["projector"] = copy.deepcopy(model.projector)
         taken = _SNAPSHOTS[model] = (step, nn.ModuleDict(parts).requires_grad_(False))
