@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from . import yaml_files
 from .errors import UserError
 from .symptoms import INTERVENTIONS_DIR, load_symptoms
 
@@ -210,12 +211,7 @@ def _load_cached(files: tuple[Path, ...], _mtimes: tuple[int, ...]) -> tuple:
     symptoms = set(load_symptoms())
     found: dict[str, Intervention] = {}
     for path in files:
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise InterventionError(f"{path.name}{line}: malformed YAML ({getattr(e, 'problem', e)})") from None
+        data = yaml_files.read(path, InterventionError)
         if not isinstance(data, dict):
             raise InterventionError(f"{path.name}: expected a mapping of intervention id -> fields")
         for iid, spec in data.items():

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError
+from . import yaml_files
+from .errors import ConfigError, UserError
 from .symptoms import INTERVENTIONS_DIR, load_symptoms
 
 LINKS_DIR = INTERVENTIONS_DIR / "catalog_links"
@@ -68,11 +69,7 @@ def _step(where: str, k: int, raw, known: set[str]):
 
 
 def parse_file(path: Path, known_interventions: set[str], catalog=None) -> dict[int, Link]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise LinkError(f"{path.name}:{mark.line + 1 if mark else '?'}: malformed YAML") from None
+    data = yaml_files.read(path, LinkError)
     if not isinstance(data, dict):
         raise LinkError(f"{path.name}: expected a mapping of catalog id -> scope, symptoms, steps")
     symptoms = set(load_symptoms())
@@ -162,7 +159,7 @@ def detected_symptoms() -> set[str]:
     """Symptoms that have an enabled detector in the default monitor config."""
     from .cli import CONF_DIR
 
-    raw = yaml.safe_load((CONF_DIR / "monitor" / "default.yaml").read_text())
+    raw = yaml_files.read(CONF_DIR / "monitor" / "default.yaml", ConfigError)
     return {d["symptom"] for d in (raw.get("detectors") or {}).values() if d.get("enabled", True)}
 
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
+from . import yaml_files
 from .errors import ConfigError
 
 INTERVENTIONS_DIR = Path(os.environ.get("AUTOFIX_INTERVENTIONS_DIR",
@@ -25,13 +24,9 @@ class SymptomInfo:
 @lru_cache(maxsize=None)
 def load_symptoms(path: str | None = None) -> dict[str, SymptomInfo]:
     p = Path(path) if path else INTERVENTIONS_DIR / "symptoms.yaml"
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no symptom list at {p}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{p}:{mark.line + 1 if mark else '?'}: malformed YAML") from None
+    if not p.is_file():
+        raise ConfigError(f"no symptom list at {p}")
+    raw = yaml_files.read(p, ConfigError, name=str(p))
     out = {}
     for sid, d in (raw or {}).items():
         if not isinstance(d, dict) or "name" not in d:

@@ -125,9 +125,12 @@ class LocalLauncher(Launcher):
         return f"child process {how}" + (f": {tail}" if tail else "")
 
 
-# What the fork server imports once for every child it starts.
-PRELOAD = ("torch", "mlflow.tracking", "hydra", "omegaconf", "autofix.remediate.child", "autofix.trainer",
-           "autofix.hydra_app", "autofix.monitor.health", "autofix.tracking")
+# What the fork server imports once for every child it starts. torch._dynamo: the first optimizer a
+# process builds imports it (1.9 s); sklearn: the data splits; the SQL store: MLflow's sqlite backend.
+PRELOAD = ("torch", "torch._dynamo", "sklearn.model_selection", "mlflow.tracking",
+           "mlflow.store.tracking.sqlalchemy_store", "hydra", "omegaconf", "reference_models.data",
+           "autofix.remediate.child", "autofix.trainer", "autofix.hydra_app", "autofix.monitor.health",
+           "autofix.tracking")
 
 
 def _forked_child(spec_path: str, log_path: str, env: dict[str, str]) -> None:
