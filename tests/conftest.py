@@ -3,19 +3,8 @@ import os
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing when pytest and a child process both compute. Under
-# xdist (pytest -n, as .ci/run runs it) each worker computes on one core.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
-
-
-def pytest_collection_modifyitems(config, items):
-    """The slow end-to-end tests (remediation scenarios, SLURM) each keep two cores busy with child runs:
-    under xdist they run one after another on one worker (--dist loadgroup), while the other worker takes
-    the many small tests, instead of two scenarios competing for the same two cores."""
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group("slow"))
+# Two cores on CI: keep torch from oversubscribing when pytest and a child process both compute.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
