@@ -10,14 +10,10 @@ import yaml
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_text(text: str):
-    return yaml.load(text, Loader=_LOADER)
-
-
 def read(path: Path, error: type[Exception], name: str | None = None):
     """The file's data; `error("<name>:<line>: malformed YAML (<problem>)")` when it does not parse."""
     try:
-        return load_text(Path(path).read_text())
+        return yaml.load(Path(path).read_text(), Loader=_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
