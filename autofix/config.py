@@ -186,6 +186,15 @@ def register_schemas() -> None:
 
 def to_run_config(cfg: DictConfig | dict) -> RunConfig:
     """Merge a composed config onto the schema and validate it; raise ConfigError (one line) on mistakes."""
+    if _typed_by_schema(cfg):
+        # Hydra composed it onto the schemas already (register_schemas): converting is enough, and 25x
+        # cheaper than merging again (0.01 s, not 0.27 s: every child and every intervention test pays it)
+        try:
+            run = OmegaConf.to_object(cfg)
+        except OmegaConfBaseException as e:
+            raise ConfigError(explain_config_error(e, cfg) or str(e).splitlines()[0]) from None
+        validate(run)
+        return run
     raw = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg)
     raw.pop("hydra", None)
     method = raw.get("method") or {}
@@ -201,6 +210,24 @@ def to_run_config(cfg: DictConfig | dict) -> RunConfig:
         raise ConfigError(explain_config_error(e, schema) or str(e).splitlines()[0]) from None
     validate(run)
     return run
+
+
+def _typed_by_schema(cfg) -> bool:
+    """A composed config whose root and method nodes carry the schemas' types (and no hydra node)."""
+    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is not RunConfig or "hydra" in cfg:
+        return False
+    method = cfg.get("method")
+    return (isinstance(method, DictConfig) and method.get("name") in METHOD_SCHEMAS
+            and OmegaConf.get_type(method) is METHOD_SCHEMAS[method.get("name")] and _only_schema_keys(cfg))
+
+
+def _only_schema_keys(node: DictConfig) -> bool:
+    """No key beside its schema's fields: Hydra lets `+key=value` add one, and to_object would keep it."""
+    kind = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(kind) and not set(node.keys()) <= {f.name for f in dataclasses.fields(kind)}:
+        return False
+    return all(_only_schema_keys(v) for k in node.keys()
+               if not OmegaConf.is_missing(node, k) and isinstance(v := node.get(k), DictConfig))
 
 
 def explain_config_error(exc: BaseException, root) -> str | None:
