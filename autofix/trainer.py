@@ -1,6 +1,7 @@
 """The training loop: one readable loop with checkpoints, probes, tracking and a hook for monitors."""
 from __future__ import annotations
 
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -77,6 +78,8 @@ class Trainer:
                  config_text: str | None = None):
         t = cfg.trainer
         self.cfg, self.out_dir, self.hooks, self.config_text = cfg, Path(out_dir), list(hooks), config_text
+        # inside a SLURM job without cgroups torch sees every core of the node: take what the job was given
+        t.threads = t.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
         if t.threads:
             torch.set_num_threads(t.threads)
         seed_everything(t.seed)

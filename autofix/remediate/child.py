@@ -133,7 +133,7 @@ def run_child(spec_path: str) -> dict:
     folder = Path(spec.out_dir)
     extra = []
     threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
-    if threads:  # without cgroups a SLURM job sees every core: use what it was given
+    if threads:  # what the SLURM job was given beats the spec's threads_per_child (set for local children)
         extra.append(f"trainer.threads={threads}")
     if any((folder / "checkpoints").glob("step_*.pt")):
         extra.append(f"trainer.resume={folder}")  # requeued: go on from its own checkpoint, not the fork

@@ -126,8 +126,9 @@ class LocalLauncher(Launcher):
 
 
 # What the fork server imports once for every child it starts. torch._dynamo: the first optimizer a
-# process builds imports it (1.9 s); sklearn: the data splits; the SQL store: MLflow's sqlite backend.
-PRELOAD = ("torch", "torch._dynamo", "sklearn.model_selection", "mlflow.tracking",
+# process builds imports it (1.9 s); sklearn: the digits and the data splits (imported where used, so a
+# config check does without); the SQL store: MLflow's sqlite backend.
+PRELOAD = ("torch", "torch._dynamo", "sklearn.datasets", "sklearn.model_selection", "mlflow.tracking",
            "mlflow.store.tracking.sqlalchemy_store", "hydra", "omegaconf", "reference_models.data",
            "autofix.remediate.child", "autofix.trainer", "autofix.hydra_app", "autofix.monitor.health",
            "autofix.tracking")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from .assemble import as_labels, finalize
 from .base import ImageDataset
@@ -16,6 +15,8 @@ _MAX_VALUE = 16.0
 def load(
     *, image_size: int, seed: int, val_fraction: float, n_train: int | None, n_val: int | None
 ) -> ImageDataset:
+    from sklearn.datasets import load_digits  # here: a config check needs no sklearn (1 s)
+
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64)  # 1797 x 8 x 8
     labels = np.asarray(bunch.target, dtype=np.int64)

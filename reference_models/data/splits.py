@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from .base import DatasetError
 
@@ -19,6 +18,8 @@ def check_cap(name: str, key: str, n: int | None) -> None:
 
 def stratified_split(name: str, labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val) with class proportions kept, via sklearn so it matches common practice."""
+    from sklearn.model_selection import train_test_split  # here: a config check needs no sklearn (1 s)
+
     idx = np.arange(len(labels))
     try:
         tr, va = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
