@@ -7,7 +7,7 @@ default (`conf/trainer/cpu.yaml`) rests on a number. Rounds alternate between th
 ratio is taken within each round (the machine's speed drifts over minutes); the median over rounds is
 reported. Results replace the `channels-last-cpu` section of docs/benchmarks.md.
 
-    python scripts/bench_channels_last.py            # 6 rounds of 20 steps per case
+    python scripts/bench_channels_last.py            # 4 rounds of 10 steps per case (about 7 min)
     python scripts/bench_channels_last.py --quick    # 2 rounds, a smoke test
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = ap.parse_args()
-    steps, rounds = (10, 2) if args.quick else (20, 6)
+    steps, rounds = (5, 2) if args.quick else (10, 4)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for threads in args.threads:
