@@ -71,7 +71,7 @@ def children(client, parent) -> list[ChildRecord]:
 
 def leaderboards(client, parents, confidence: float = 0.95) -> list[tuple[str, str, list[dict]]]:
     """(parent run id, symptom, rows) per remediated symptom."""
-    from .remediate.orchestrator import arms_from_trials
+    from .remediate.verdict import arms_from_trials
 
     boards = []
     for p in parents:

@@ -6,9 +6,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import TrackingConfig
+if TYPE_CHECKING:  # the report imports this module and needs no torch (which the config pulls in)
+    from .config import TrackingConfig
 
 
 def default_uri() -> str:

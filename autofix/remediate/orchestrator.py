@@ -20,8 +20,8 @@ from ..progress import console
 from . import verdict as V
 from .launchers import DONE, RUNNING, build_launcher
 from .spec import ChildSpec, merge_overrides
+from .verdict import CONTROL, RANDOM, TREATMENT, arms_from_trials
 
-CONTROL, RANDOM, TREATMENT = "control", "random", "treatment"
 
 
 class ForkPoints:
@@ -471,29 +471,6 @@ class Orchestrator:
         return [V.decide(name, arm, control, random if self.cfg.remediation.random_arm else None,
                          self.cfg.remediation.confidence, screened=name not in promoted)
                 for name, arm in sorted(arms.items())]
-
-
-def arms_from_trials(trials) -> tuple[V.Arm, V.Arm, dict[str, V.Arm]]:
-    """Per-seed results of the control, the random arm and each intervention at its defaults, from trials
-    (Optuna's FrozenTrial or anything with .state, .value, .user_attrs, .params)."""
-    from optuna.trial import TrialState
-
-    control, random, arms = V.Arm(), V.Arm(), {}
-    for t in trials:
-        ua = t.user_attrs
-        role = ua.get("role")
-        if role == TREATMENT and ua.get("origin") != "default":
-            continue
-        arm = control if role == CONTROL else random if role == RANDOM else arms.setdefault(t.params.get("intervention"), V.Arm())
-        seed = int(ua.get("seed", 0))
-        if t.state == TrialState.COMPLETE:
-            arm.knn[seed] = t.value
-            arm.resolved[seed] = bool(ua.get("resolved"))
-            arm.steps += int(ua.get("steps") or 0)
-            arm.seconds += float(ua.get("seconds") or 0)
-        elif t.state == TrialState.FAIL and "requeued" not in str(ua.get("fail_reason", "")):
-            arm.failed += 1
-    return control, random, arms
 
 
 def _fixed(iv) -> dict:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..progress import console
 from . import verdict as V
-from .orchestrator import CONTROL, RANDOM, TREATMENT, arms_from_trials
+from .verdict import CONTROL, RANDOM, TREATMENT, arms_from_trials
 
 
 def write(folder: Path, symptom: str, study, verdicts: list[V.Verdict], parent: dict, random_arm: bool,

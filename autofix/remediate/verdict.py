@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from scipy import stats
 
+# a child's role in a study: the unpatched arm, the random-patch arm, or a candidate fix
+CONTROL, RANDOM, TREATMENT = "control", "random", "treatment"
+
 HELPED, NO_EFFECT, HURT, INCOMPLETE, SCREENED = "helped", "no effect", "hurt", "incomplete", "screened out"
 # Half a fix, named as such rather than lumped with "no effect": the probe gains but the alarm stays, or the
 # alarm goes quiet without the probe gaining (a fix that only silences the detector is not a fix).
@@ -144,3 +147,26 @@ def html(rows: list[dict], title: str) -> str:
     body = "".join("<tr>" + "".join(f"<td>{h.escape(str(r[k]))}</td>" for k in keys) + "</tr>" for r in rows)
     return (f"<html><head><meta charset='utf-8'><title>{h.escape(title)}</title></head><body>"
             f"<h2>{h.escape(title)}</h2><table border='1' cellpadding='4'><tr>{head}</tr>{body}</table></body></html>")
+
+
+def arms_from_trials(trials) -> tuple[Arm, Arm, dict[str, Arm]]:
+    """Per-seed results of the control, the random arm and each intervention at its defaults, from trials
+    (Optuna's FrozenTrial or anything with .state, .value, .user_attrs, .params)."""
+    from optuna.trial import TrialState
+
+    control, random, arms = Arm(), Arm(), {}
+    for t in trials:
+        ua = t.user_attrs
+        role = ua.get("role")
+        if role == TREATMENT and ua.get("origin") != "default":
+            continue
+        arm = control if role == CONTROL else random if role == RANDOM else arms.setdefault(t.params.get("intervention"), Arm())
+        seed = int(ua.get("seed", 0))
+        if t.state == TrialState.COMPLETE:
+            arm.knn[seed] = t.value
+            arm.resolved[seed] = bool(ua.get("resolved"))
+            arm.steps += int(ua.get("steps") or 0)
+            arm.seconds += float(ua.get("seconds") or 0)
+        elif t.state == TrialState.FAIL and "requeued" not in str(ua.get("fail_reason", "")):
+            arm.failed += 1
+    return control, random, arms
