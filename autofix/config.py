@@ -102,7 +102,7 @@ class TrainerConfig:
     precision: str = choice("fp32", ("fp32", "bf16", "fp16"))   # autocast; fp16 uses a GradScaler
     channels_last: bool = False
     device: str = "auto"                      # auto = cuda when present, else cpu
-    threads: int = bounded(0, 0)              # torch CPU threads; 0 = SLURM_CPUS_PER_TASK in a SLURM job, else torch's default
+    threads: int = bounded(0, 0)              # torch CPU threads; 0 = the SLURM job's CPUs, else torch's choice
     seed: int = 0
     log_every: int = bounded(10, 1)
     ckpt_every: int = bounded(100, 0)         # 0 = no periodic checkpoints

@@ -233,3 +233,20 @@ def test_fork_with_another_init_scheme_starts_the_backbone_over_and_shrink_pertu
     moved = perturbed.model.state_dict()[w] - 0.5 * saved[w]
     assert moved.std().item() == pytest.approx(0.1 * (2.0 / saved[w][0].numel()) ** 0.5, rel=0.2)
     assert duplicate_unit_share(perturbed.model.backbone.parameters()) < 0.1
+
+
+@pytest.mark.parametrize("given,env,expected", [(0, "1", 1), (2, "1", 2), (0, None, 0)])
+def test_a_run_inside_a_slurm_job_takes_the_jobs_cpus(compose_run, tmp_path, monkeypatch, given, env, expected):
+    """Without cgroups a SLURM job sees every core of the node; two jobs on two cores each computing on
+    both oversubscribe them (a 20-step run took 52 s instead of 10). An explicit trainer.threads wins."""
+    if env is None:
+        monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", env)
+    before = torch.get_num_threads()
+    try:
+        tr = Trainer(compose_run("vicreg", f"trainer.threads={given}"), tmp_path)
+        assert tr.cfg.trainer.threads == expected  # recorded as such in MLflow's params
+        assert torch.get_num_threads() == (expected or before)
+    finally:
+        torch.set_num_threads(before)

@@ -23,7 +23,6 @@ from .spec import ChildSpec, merge_overrides
 from .verdict import CONTROL, RANDOM, TREATMENT, arms_from_trials
 
 
-
 class ForkPoints:
     """A trainer hook beside the monitor: keeps the checkpoints a child may fork from (step 0, the last
     check where no detector's condition held, and each symptom's onset) out of the ring's rotation."""
