@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing when pytest and a child process both compute.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores on CI: keep torch from oversubscribing when pytest and a child process both compute, or when
+# two xdist workers each run a test.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
