@@ -83,7 +83,8 @@ class OptimizerConfig:
     exclude_norm_bias: bool = True       # no weight decay (and no LARS adaptation) on norms and biases
     predictor_lr_mult: float = bounded(1.0, 0.0)
     head_lr_mult: float = bounded(1.0, 0.0)
-    layer_lr_decay: float = bounded(1.0, 0.0, 1.0)  # backbone block i of n gets decay^(n-1-i) x lr; 1 = off
+    layer_lr_decay: float = bounded(1.0, 0.0, 4.0)  # backbone stage i of n gets decay^(n-1-i) x lr; 1 = off,
+                                                    # above 1 the input end learns fastest
     schedule: str = choice("cosine", ("cosine", "constant", "linear", "cosine_restarts"))
     restart_steps: int = bounded(100, 1)  # cosine_restarts: the cycle length (SGDR with a fixed period)
     warmup_steps: int = bounded(0, 0)

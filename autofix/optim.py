@@ -44,18 +44,24 @@ def _is_norm_or_bias(name: str, p: nn.Parameter) -> bool:
 
 
 def _by_depth(model, part: str, params: list, decay: float) -> list[tuple[float, list]]:
-    """Layer-wise lr decay: the backbone's top-level blocks, input first, get decay^(blocks - 1 - i) times
-    the lr, so early layers move least (as in BEiT/MAE fine-tuning). Other parts keep one group."""
-    if part != "backbone" or decay >= 1.0:
+    """Layer-wise lr decay: the backbone's stages (its `stages()`, input first: a convnet's stem and each
+    block, a ViT's patch embedding and each block; else its top-level children) get decay^(n - 1 - i)
+    times the lr, so with decay < 1 early layers move least (as in BEiT/MAE fine-tuning) and with
+    decay > 1 most. Other parts keep one group."""
+    if part != "backbone" or decay == 1.0:
         return [(1.0, params)]
-    blocks = [list(child.parameters()) for _, child in model.backbone.named_children()]
-    blocks = [b for b in blocks if b]
-    owner = {id(p): i for i, b in enumerate(blocks) for p in b}
-    by_block: dict[int, list] = {}
+    backbone = model.backbone
+    if hasattr(backbone, "stages"):
+        stages, rest = backbone.stages(), -1      # what no stage holds (a ViT's final norm) is the output end
+    else:
+        stages, rest = [list(child.parameters()) for _, child in backbone.named_children()], 0  # direct: input end
+    stages = [s for s in stages if s]
+    owner = {id(p): i for i, s in enumerate(stages) for p in s}
+    by_stage: dict[int, list] = {}
     for p in params:
-        by_block.setdefault(owner.get(id(p), 0), []).append(p)  # direct parameters count as the first block
-    n = len(blocks)
-    return [(decay ** (n - 1 - i), ps) for i, ps in sorted(by_block.items())]
+        by_stage.setdefault(owner.get(id(p), rest % max(len(stages), 1)), []).append(p)
+    n = len(stages)
+    return [(decay ** (n - 1 - i), ps) for i, ps in sorted(by_stage.items())]
 
 
 def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:

@@ -53,6 +53,33 @@ def test_a_constant_init_is_named_redundant_units(compose_run, tmp_path):
     assert checks and all("weights/duplicate_units" in r for r in checks)    # logged at every check
 
 
+def test_a_stem_left_on_a_thousandth_of_the_lr_is_named_early_layers_stalled(compose_run, tmp_path):
+    trainer, monitor, _ = monitored(compose_run, tmp_path, "vicreg", "fault=layer_lr_decay_misused",
+                                    "trainer.max_steps=60")
+    event = next(e for e in monitor.events if e.id == "early_layers_stalled")
+    assert event.step <= 60 and event.evidence["weights/depth_update_ratio"]["value"] < 0.02
+    assert 94 in event.catalog_ids and 165 in event.catalog_ids
+
+
+def test_a_vit_with_identical_heads_is_named_head_redundancy(compose_run, tmp_path):
+    _, monitor, _ = monitored(compose_run, tmp_path, "mae", "fault=vit_symmetric_init", "trainer.max_steps=40",
+                              "monitor.every=20", "monitor.geometry_every=20", "monitor.knn_every=0")
+    event = next(e for e in monitor.events if e.id == "head_redundancy")
+    # every head of a block gets the same queries and keys, and the same gradient: the maps stay copies
+    assert event.evidence["attn/head_redundancy"]["value"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_four_unit_projector_is_named_projector_bottleneck(compose_run, tmp_path):
+    trainer, monitor, _ = monitored(compose_run, tmp_path, "simclr", "fault=projector_bottleneck",
+                                    "trainer.max_steps=60")
+    event = next(e for e in monitor.events if e.id == "projector_bottleneck")
+    assert event.evidence["health/projector/rank_vs_encoder"]["value"] < 0.5
+    row = [r for r in trainer.history if "health/projector/rank" in r][-1]
+    assert row["health/projector/rank"] <= 4.5      # four hidden units: at most four directions
+    assert row["health/projector/rank_vs_encoder"] == pytest.approx(row["health/projector/rank"] /
+                                                                    row["health/encoder/rank"])
+
+
 def test_no_augmentation_leaves_the_encoder_sensitive_to_pixel_noise(compose_run, tmp_path):
     """3% pixel noise moves the embeddings of a SimCLR encoder trained on identical views much further than
     those of one trained on augmented views (the input_sensitivity detector's signal)."""

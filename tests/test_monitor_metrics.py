@@ -204,6 +204,49 @@ def test_update_and_weight_norm_ratios():
         optimization.update_ratio(before, after[:1])
 
 
+def test_depth_update_ratio():
+    # stage 0 (the input end) is params 0 and 1 (norm 5), the last stage param 2 (norm 10)
+    before = [torch.tensor([3.0, 0.0]), torch.tensor([[0.0], [4.0]]), torch.tensor([6.0, 8.0])]
+    first_moves = [torch.tensor([3.0, 1.0]), before[1], torch.tensor([6.0, 9.0])]   # 1/5 against 1/10
+    assert optimization.depth_update_ratio(before, first_moves, [[0, 1], [2]]) == pytest.approx(2.0)
+    frozen_input = [before[0], before[1], torch.tensor([6.0, 9.0])]
+    assert optimization.depth_update_ratio(before, frozen_input, [[0, 1], [2]]) == 0.0
+    # the middle stage is not compared; the same relative step at both ends is 1
+    scaled = [1.01 * t for t in before]
+    assert optimization.depth_update_ratio(before, scaled, [[0], [1], [2]]) == pytest.approx(1.0)
+    # nothing to compare: the last stage did not move, or a single stage
+    assert math.isnan(optimization.depth_update_ratio(before, before, [[0, 1], [2]]))
+    assert math.isnan(optimization.depth_update_ratio(before, scaled, [[0, 1, 2]]))
+
+
+def test_depth_update_ratio_sees_a_starved_stem():
+    """Through the monitor: a tiny convnet whose stem gets 1/1000 of the lr reads about 1/1000 of the
+    healthy ratio (both measured on the same model, batch and steps)."""
+    from reference_models.backbones import TinyConvNet
+    from autofix.monitor.health import _stage_indices
+
+    def ratio(stem_lr_mult):
+        torch.manual_seed(0)
+        net = TinyConvNet(1, 8)
+        weights = list(net.parameters())
+        stages = _stage_indices(net, weights)
+        stem = {id(p) for p in net.stages()[0]}
+        groups = [{"params": [p for p in weights if id(p) in stem], "lr": 1e-2 * stem_lr_mult},
+                  {"params": [p for p in weights if id(p) not in stem], "lr": 1e-2}]
+        opt = torch.optim.SGD(groups, lr=1e-2)
+        before = optimization.snapshot(weights)
+        x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+        return optimization.depth_update_ratio(before, weights, stages)
+
+    healthy, starved = ratio(1.0), ratio(1e-3)
+    assert healthy > 0.05
+    assert starved / healthy == pytest.approx(1e-3, rel=0.05)
+
+
 def test_snapshot_is_detached_copy():
     net = nn.Linear(3, 2)
     snap = optimization.snapshot(net.parameters())

@@ -89,15 +89,22 @@ def test_linear_probe_separable_and_nan():
     assert math.isnan(linear_probe_accuracy(x[:150], y[:150], x[150:], y[150:]))
 
 
-def test_layer_lr_decay_gives_early_blocks_smaller_lrs(compose_run):
+@pytest.mark.parametrize("decay", [0.5, 2.0])
+@pytest.mark.parametrize("backbone", ["tiny_convnet", "vit"])
+def test_layer_lr_decay_scales_each_stage(compose_run, backbone, decay):
+    """Stage i of n (the backbone's stages(), input first) gets decay^(n-1-i) x lr: below 1 the input
+    end learns slowest, above 1 fastest; the heads keep the lr; every parameter is in one group."""
     from autofix.build import build_model
     from autofix.optim import build_optimizer
-    cfg = compose_run("vicreg", "optimizer.layer_lr_decay=0.5", "optimizer.exclude_norm_bias=false")
+    cfg = compose_run("vicreg", f"model.backbone={backbone}", f"optimizer.layer_lr_decay={decay}",
+                      "optimizer.exclude_norm_bias=false")
     model = build_model(cfg, 3, 32)
     opt = build_optimizer(model, cfg.optimizer)
-    backbone = sorted({g["lr_mult"] for g in opt.param_groups if g["part"] == "backbone"})
-    n = len([c for c in model.backbone.children() if list(c.parameters())])
-    assert backbone == sorted(0.5 ** k for k in range(n))
+    stages = model.backbone.stages()
+    assert len(stages) >= 2
+    mult = {id(p): g["lr_mult"] for g in opt.param_groups for p in g["params"]}
+    for i, stage in enumerate(stages):
+        assert [mult[id(p)] for p in stage] == pytest.approx([decay ** (len(stages) - 1 - i)] * len(stage))
     assert {g["lr_mult"] for g in opt.param_groups if g["part"] == "head"} == {1.0}
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
 

@@ -109,6 +109,15 @@ def _initial_norms(model, x) -> dict[str, float]:
     return norms
 
 
+def _stage_indices(backbone, weights: list) -> list[list[int]]:
+    """The backbone's stages (input first) as indices into `weights`, its parameter list: what
+    depth_update_ratio compares. Empty for a backbone that names no stages."""
+    if not hasattr(backbone, "stages"):
+        return []
+    where = {id(w): i for i, w in enumerate(weights)}
+    return [[where[id(p)] for p in stage if id(p) in where] for stage in backbone.stages()]
+
+
 def _distance(xs, ys) -> float:
     return math.sqrt(optimization.distance_sq(xs, ys).item())
 
@@ -152,6 +161,7 @@ class HealthMonitor:
             self.initial_online = optimization.snapshot(list(model.backbone.parameters()) +
                                                         list(model.projector.parameters()))
         self.previous = optimization.snapshot(weights)
+        self.stages = _stage_indices(model.backbone, weights)
         for m in model.backbone.modules():
             if isinstance(m, ACTIVATION_TYPES):
                 m.register_forward_hook(self._record_activation)
@@ -225,6 +235,7 @@ class HealthMonitor:
         weights = list(model.backbone.parameters())
         m["weights/norm_ratio"] = optimization.weight_norm_ratio(weights, self.initial)
         m["weights/update_ratio"] = optimization.update_ratio(self.previous, weights)
+        m["weights/depth_update_ratio"] = optimization.depth_update_ratio(self.previous, weights, self.stages)
         m["weights/nonfinite"] = float(optimization.count_nonfinite(weights))
         m["weights/duplicate_units"] = optimization.duplicate_unit_share(weights)
         self.previous = optimization.snapshot(weights)
@@ -265,6 +276,10 @@ class HealthMonitor:
         self._previous_encoder = h1_host
         if z1 is not None:
             m.update(_geometry("health/projector", z1.cpu(), z2.cpu()))
+            # the directions the projector's output spans against the encoder's: far below 1 when the head
+            # is a bottleneck that throws away what the encoder learned (healthy heads expand: 0.9-2.3)
+            enc = m["health/encoder/rank"]
+            m["health/projector/rank_vs_encoder"] = m["health/projector/rank"] / enc if enc > 0 else float("nan")
         for branch, init in self.init_norms.items():
             now = m.get(f"health/{branch}/norm_mean", float("nan"))
             m[f"health/{branch}/norm_growth"] = now / init if init > 0 else float("nan")

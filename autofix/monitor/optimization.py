@@ -79,6 +79,20 @@ def update_ratio(before: Iterable[torch.Tensor], after: Iterable[torch.Tensor]) 
     return _ratio(diff, base)
 
 
+def depth_update_ratio(before: list[torch.Tensor], after: list[torch.Tensor], stages: list[list[int]]) -> float:
+    """update_ratio of the first stage (the input end) over that of the last, `stages` listing indices
+    into the two parameter lists, input first. Near 0 when the first layers do not move while the last
+    ones learn (a learning rate that vanishes towards the input, frozen or starved early layers); NaN
+    where the last stage did not move either, or there are fewer than two stages."""
+    if len(stages) < 2:
+        return NAN
+    pick = lambda params, k: [params[i] for i in stages[k]]
+    sq = to_floats([distance_sq(pick(after, k), pick(before, k)) for k in (0, -1)] +
+                   [norm_sq(pick(before, k)) for k in (0, -1)])    # one transfer
+    first, last = _ratio(sq[0], sq[2]), _ratio(sq[1], sq[3])
+    return NAN if not last or math.isnan(first) or math.isinf(last) else first / last
+
+
 def weight_norm_ratio(current: Iterable[torch.Tensor], initial: Iterable[torch.Tensor]) -> float:
     """||current|| / ||initial||, all tensors as one vector: growth (divergence, no weight decay) or
     shrinkage (too much weight decay) of the weights since a reference point."""
