@@ -132,9 +132,6 @@ def run_child(spec_path: str) -> dict:
     started = time.perf_counter()
     folder = Path(spec.out_dir)
     extra = []
-    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
-    if threads:  # what the SLURM job was given beats the spec's threads_per_child (set for local children)
-        extra.append(f"trainer.threads={threads}")
     if any((folder / "checkpoints").glob("step_*.pt")):
         extra.append(f"trainer.resume={folder}")  # requeued: go on from its own checkpoint, not the fork
     cfg = to_run_config(compose(spec.experiment, merge_overrides(spec.overrides, extra)))

@@ -373,9 +373,12 @@ class Orchestrator:
         patch = self.registry[iid].render(params) if iid else []
         folder = self.folder / "children" / symptom / f"trial-{trial.number:04d}-{role}-s{seed}"
         stop = min(fork + r.budget_steps, cfg.trainer.max_steps)
+        # a SLURM child takes the CPUs its job was given (trainer.threads=0: SLURM_CPUS_PER_TASK); a local
+        # one shares this machine's cores with its siblings
+        threads = 0 if cfg.launcher.name == "slurm" else cfg.launcher.threads_per_child
         child = [f"trainer.fork={ckpt}", f"trainer.stop_at={stop}", f"trainer.seed={1000 + seed}",
                  f"trainer.out_dir={folder}", "trainer.progress=false",
-                 f"trainer.threads={cfg.launcher.threads_per_child}", "trainer.ckpt_every=0",
+                 f"trainer.threads={threads}", "trainer.ckpt_every=0",
                  "monitor.stop_on_symptom=false", f"monitor.knn_every={r.knn_every}", "probe.at_start=false",
                  "probe.linear=false", "remediation.enabled=false",
                  f"tracking.enabled={str(cfg.tracking.enabled).lower()}",
