@@ -31,6 +31,7 @@ SCENARIOS = {
     "simclr_divergence": ["conf=simclr", "fault=sgd_high_lr"],
     "vicreg_healthy": ["conf=vicreg"],
     "mae_attention_collapse": ["conf=mae", "fault=vit_sharp_attention"],
+    "vicreg_early_layers": ["conf=vicreg", "fault=layer_lr_decay_misused"],
 }
 
 
