@@ -44,7 +44,9 @@ def _mlflow(tmp_path):
 
 def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     r = _run(tmp_path, "conf=vicreg", "fault=vicreg_invariance_only",
-             "remediation.candidates=[vicreg_variance_weight,reg_variance]", SMALL_IMAGES)
+             # 4 seeds: the random patch drawn from today's pool (a narrower backbone, re-initialised at
+             # the fork) scatters enough that with 3 the fix's +0.095 over it read [-0.061, +0.251]
+             "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation.seeds=4", SMALL_IMAGES)
     v = _verdicts(tmp_path, "complete_collapse")
     fix = v["vicreg_variance_weight"]
     assert fix["resolved_rate"] >= 0.5 and fix["vs_control"]["low"] > 0, r.stdout[-3000:]
@@ -61,8 +63,8 @@ def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
     assert parent.data.tags["autofix.verdict.complete_collapse.vicreg_variance_weight"] == fix["verdict"]
     kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     roles = sorted(k.data.tags["autofix.role"] for k in kids)
-    # 3 seeds of each arm; both candidates screened on seed 0, the better promoted to the other two seeds
-    assert roles.count("control") == 3 and roles.count("random") == 3 and roles.count("treatment") == 4
+    # 4 seeds of each arm; both candidates screened on seed 0, the better promoted to the other three seeds
+    assert roles.count("control") == 4 and roles.count("random") == 4 and roles.count("treatment") == 5
     assert v["reg_variance"]["verdict"] == "screened out"
     fork = int(kids[0].data.tags["autofix.fork_step"])
     steps = [m.step for m in client.get_metric_history(kids[0].info.run_id, "loss/total")]
