@@ -23,6 +23,8 @@ class HeadConfig:
                                            # then sees directions only, whatever the encoder's scale
     spectral_norm: bool = False            # the last linear layer's weight divided by its largest singular
                                            # value (Miyato et al. 2018): the output layer cannot stretch
+    center_momentum: float = bounded(0.0, 0.0, 0.999)  # > 0: subtract a running mean of the output (DINO's
+                                           # centre, Caron et al. 2021) kept with this momentum; 0 = off
 
 
 class L2Normalize(nn.Module):
@@ -30,6 +32,24 @@ class L2Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1)
+
+
+class RunningCenter(nn.Module):
+    """Subtracts a running mean of its input over batches: a shift of the whole output that persists
+    across batches is removed, while the differences between samples pass unchanged. In training the
+    current centre is subtracted first and then moved towards the batch mean (no gradient flows into it)."""
+
+    def __init__(self, dim: int, momentum: float):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("center", torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x - self.center
+        if self.training:
+            with torch.no_grad():
+                self.center.mul_(self.momentum).add_(x.mean(dim=0), alpha=1 - self.momentum)
+        return out
 
 
 def mlp(in_dim: int, cfg: HeadConfig) -> nn.Sequential:
@@ -43,4 +63,6 @@ def mlp(in_dim: int, cfg: HeadConfig) -> nn.Sequential:
     layers.append(nn.utils.parametrizations.spectral_norm(last) if cfg.spectral_norm else last)
     if cfg.last_norm:
         layers.append(nn.BatchNorm1d(cfg.out_dim, affine=False))
+    if cfg.center_momentum > 0:
+        layers.append(RunningCenter(cfg.out_dim, cfg.center_momentum))
     return nn.Sequential(*layers)

@@ -39,6 +39,14 @@ def test_warmup_grace():
     assert ev.step == 40
 
 
+def test_progress_window_judges_only_its_share_of_the_run():
+    det = collapse(persistence=1, min_progress=0.5, max_progress=0.8)
+    assert det.check(10, {"m": 0.0}, 0.4) is None and det.last_hit is None   # before it: not judged
+    assert det.check(20, {"m": 0.0}, 0.5) is not None                        # judged from 50% on
+    late = collapse(persistence=1, min_progress=0.5, max_progress=0.8)
+    assert late.check(30, {"m": 0.0}, 0.9) is None and late.last_hit is None  # after it: not judged
+
+
 def test_fires_once_and_records_resolution():
     det = collapse(persistence=1)
     events = run(det, [0.05, 0.05, 0.5, 0.5])
@@ -97,9 +105,10 @@ def test_every_shipped_detector_fires_on_its_condition_and_stays_quiet_beside_it
         sick = {r.metric: _beyond(r, True) for r in first}
         well = {r.metric: _beyond(r, False) for r in rules}
         steps = [cfg.warmup + 10 * (i + 1) for i in range(cfg.persistence + 1)]
+        progress = max(0.1, cfg.min_progress)
         det = Detector(name, cfg)
-        events = [det.check(s, sick, 0.1) for s in steps]
+        events = [det.check(s, sick, progress) for s in steps]
         fired = [e for e in events if e is not None]
         assert len(fired) == 1 and fired[0].step == steps[cfg.persistence - 1], name
         quiet = Detector(name, cfg)
-        assert all(quiet.check(s, well, 0.1) is None for s in steps), name
+        assert all(quiet.check(s, well, progress) is None for s in steps), name

@@ -124,3 +124,27 @@ def test_spectral_norm_head_keeps_its_last_layer_at_unit_gain():
     head.eval()
     # ... still maps no input to more than its own length: largest singular value 1
     assert torch.linalg.matrix_norm(head[0].weight, ord=2).item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_centred_head_removes_a_persistent_shift_and_keeps_sample_differences():
+    from reference_models.heads import RunningCenter
+
+    center = RunningCenter(3, momentum=0.5)
+    shift = torch.tensor([10.0, -4.0, 2.0])
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    first = center(x + shift)                       # the first batch sees a zero centre
+    assert torch.allclose(first, x + shift)
+    assert torch.allclose(center.center, 0.5 * (x + shift).mean(0))
+    for _ in range(40):                             # the centre converges to the batches' mean
+        center(x + shift)
+    assert torch.allclose(center.center, (x + shift).mean(0), atol=1e-6)
+    center.eval()
+    out = center(x + shift)
+    assert torch.allclose(out, x - x.mean(0), atol=1e-5)               # the shift is gone ...
+    assert torch.allclose(out[0] - out[1], x[0] - x[1], atol=1e-5)     # ... the differences are not
+    before = center.center.clone()
+    center(x + 100.0)                                # eval mode does not move it
+    assert torch.equal(center.center, before)
+    # as a head option: the last layer of the projector; off (0) adds nothing
+    assert isinstance(mlp(16, HeadConfig(depth=2, center_momentum=0.9))[-1], RunningCenter)
+    assert not any(isinstance(m, RunningCenter) for m in mlp(16, HeadConfig(depth=2)))

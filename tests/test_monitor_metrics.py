@@ -81,6 +81,26 @@ def test_neighbour_overlap_ignores_rotation_and_scale_and_drops_to_chance_when_s
     assert math.isnan(geometry.neighbour_overlap(z[:5], z[:5], k=10))
 
 
+def test_relative_displacement_sees_rotation_and_shift_that_neighbour_overlap_ignores():
+    z = torch.randn(400, 32, generator=gen())
+    assert geometry.relative_displacement(z, z) == 0.0
+    rotation = torch.zeros(32, 32)                             # 90 degrees in each of 16 planes:
+    for i in range(0, 32, 2):                                  # every row ends orthogonal to itself
+        rotation[i, i + 1], rotation[i + 1, i] = 1.0, -1.0
+    rotated = z @ rotation                                     # every neighbourhood kept
+    assert geometry.neighbour_overlap(z, rotated, k=10) == pytest.approx(1.0)
+    assert geometry.relative_displacement(z, rotated) == pytest.approx(1.0, abs=0.05)
+    other = torch.randn(400, 32, generator=gen(2))             # a fresh draw: E||b-a||^2 = 2 * 32
+    assert geometry.relative_displacement(z, other) == pytest.approx(1.0, abs=0.1)
+    shift = torch.zeros(32)
+    shift[0] = 8.0                                             # ||shift||^2 = 64 = the spread of one set
+    assert geometry.relative_displacement(z, z + shift) == pytest.approx(64 / (2 * 32), rel=0.1)
+    small = z + 0.1 * torch.randn(400, 32, generator=gen(3))  # settling: each row moves 10% of the spread
+    assert geometry.relative_displacement(z, small) == pytest.approx(0.01 / 2.01, rel=0.15)
+    assert math.isnan(geometry.relative_displacement(torch.ones(5, 3), torch.ones(5, 3)))
+    assert math.isnan(geometry.relative_displacement(z, z[:10]))
+
+
 def test_mean_pairwise_cosine_matches_explicit_pairs():
     z = torch.randn(7, 5, generator=gen(6))
     u = torch.nn.functional.normalize(z, dim=1)

@@ -28,6 +28,8 @@ class DetectorConfig:
     warmup: int = bounded(0, 0)          # steps of grace before the detector may fire
     max_progress: float = bounded(1.0, 0.0, 1.0)  # only judge up to this share of the run (a decaying
                                                    # schedule legitimately stalls at its end)
+    min_progress: float = bounded(0.0, 0.0, 1.0)  # only judge from this share of the run on (a healthy
+                                                   # representation moves a lot until its lr decays)
     methods: list[str] = field(default_factory=lambda: ["simclr", "byol", "vicreg", "mae"])
     enabled: bool = True
 
@@ -114,7 +116,7 @@ class Detector:
     def check(self, step: int, latest: dict[str, float], progress: float = 0.0) -> Symptom | None:
         """Called at every monitor check; returns a Symptom the first time the condition has held for
         `persistence` checks in a row after warm-up, and marks an earlier one resolved when it stops."""
-        if step < self.cfg.warmup or progress > self.cfg.max_progress:
+        if step < self.cfg.warmup or not self.cfg.min_progress <= progress <= self.cfg.max_progress:
             return None
         result = self.holds(latest)
         if result is None:

@@ -119,6 +119,21 @@ def neighbour_overlap(a, b, k: int = 10) -> float:
     return (shared.double() / k).mean().item()
 
 
+def relative_displacement(a, b) -> float:
+    """For the same N inputs embedded twice (at two checks), how far each row moved against how spread
+    the rows are: mean ||b_i - a_i||^2 over (mean ||a_i - mean a||^2 + mean ||b_i - mean b||^2). 0 when
+    nothing moved, about 1 when b is unrelated to a (a fresh draw, or a large rotation), and more when the
+    whole cloud also shifted. Unlike `neighbour_overlap` it sees a rotation or a shift of the space that
+    keeps every neighbourhood; zero spread both times gives NaN."""
+    a, b = _prep(a), _prep(b)
+    if a is None or b is None or a.shape != b.shape or a.shape[0] < 2:
+        return NAN
+    spread = (a - a.mean(0)).pow(2).sum(1).mean() + (b - b.mean(0)).pow(2).sum(1).mean()
+    if spread <= 0:
+        return NAN
+    return ((b - a).pow(2).sum(1).mean() / spread).item()
+
+
 def perturbation_sensitivity(clean, perturbed) -> float:
     """How far a small input perturbation moves each embedding, relative to how far apart different inputs
     are: mean cosine distance between row i of `clean` and row i of `perturbed` (the same input, perturbed),

@@ -273,6 +273,9 @@ class HealthMonitor:
         # catalog's "representations drift between epochs" (not kept across a resume: NaN once after it)
         if self._previous_encoder is not None:
             m["health/encoder/neighbour_overlap"] = geometry.neighbour_overlap(self._previous_encoder, h1_host)
+            # ... and how far the embeddings themselves moved: a rotation or a shift of the whole space
+            # keeps every neighbourhood, yet a probe or a downstream head fitted before it is lost
+            m["health/encoder/displacement"] = geometry.relative_displacement(self._previous_encoder, h1_host)
         self._previous_encoder = h1_host
         if z1 is not None:
             m.update(_geometry("health/projector", z1.cpu(), z2.cpu()))
