@@ -49,6 +49,32 @@ def test_nt_xent_closed_form_with_orthogonal_negatives(n, temperature):
     assert nt_xent(z, z.clone(), temperature).item() == pytest.approx(expected, rel=1e-4)  # float32
 
 
+def test_hard_negative_weights_follow_their_definition_and_vanish_at_beta_zero():
+    """exp(beta * cos)-weighted negatives, mean weight 1 per anchor, against a plain loop over anchors."""
+    torch.manual_seed(3)
+    z1, z2 = torch.randn(5, 4), torch.randn(5, 4)
+    t, beta = 0.5, 2.0
+    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    sim = (z @ z.T).tolist()
+    expected = 0.0
+    for i in range(10):
+        pos = (i + 5) % 10
+        negs = [k for k in range(10) if k not in (i, pos)]
+        w = [math.exp(beta * sim[i][k]) for k in negs]
+        w = [len(negs) * x / sum(w) for x in w]
+        denom = math.exp(sim[i][pos] / t) + sum(wk * math.exp(sim[i][k] / t) for wk, k in zip(w, negs))
+        expected += -math.log(math.exp(sim[i][pos] / t) / denom) / 10
+    assert nt_xent(z1, z2, t, hard_negative_beta=beta).item() == pytest.approx(expected, rel=1e-5)
+    assert nt_xent(z1, z2, t, hard_negative_beta=0.0).item() == pytest.approx(nt_xent(z1, z2, t).item())
+    # equally close negatives are weighted alike: the orthogonal case keeps its closed form
+    eye = torch.eye(4)
+    plain = math.log(1 + 6 * math.exp(-1 / t))
+    assert nt_xent(eye, eye.clone(), t, hard_negative_beta=5.0).item() == pytest.approx(plain, rel=1e-4)
+    # one negative close to the anchor: weighting it up raises the loss
+    near = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.44, 0.0], [0.0, 0.0, 1.0]])
+    assert nt_xent(near, near.clone(), t, hard_negative_beta=5.0) > nt_xent(near, near.clone(), t)
+
+
 def test_nt_xent_is_scale_invariant():
     torch.manual_seed(1)
     a, b = torch.randn(16, 8), torch.randn(16, 8)

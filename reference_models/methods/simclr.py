@@ -14,6 +14,7 @@ from .base import MethodOutput, TwoViewMethod
 @dataclass
 class SimCLRConfig:
     temperature: float = bounded(0.2, 1e-4, 100.0)
+    hard_negative_beta: float = bounded(0.0, 0.0, 50.0)  # > 0: weight negatives by exp(beta * cosine)
 
 
 class SimCLR(TwoViewMethod):
@@ -23,5 +24,5 @@ class SimCLR(TwoViewMethod):
 
     def forward(self, views, progress):
         (h1, h2), (z1, z2) = self.embed(views)
-        loss = nt_xent(z1, z2, self.cfg.temperature)
+        loss = nt_xent(z1, z2, self.cfg.temperature, self.cfg.hard_negative_beta)
         return MethodOutput(loss, {"nt_xent": loss.detach()}, {"encoder": (h1, h2), "projector": (z1, z2)})
