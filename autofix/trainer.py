@@ -317,7 +317,8 @@ class Trainer:
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         saved = state["optimizer"]
         same = (state.get("optimizer_name", self.cfg.optimizer.name) == self.cfg.optimizer.name
-                and len(fits) == len(own)
+                # every parameter loaded (a patch that only adds buffers, a queue or a centre, keeps the moments)
+                and all(name in fits for name, _ in self.model.named_parameters())
                 and [len(g["params"]) for g in saved["param_groups"]] == [len(g["params"]) for g in self.optimizer.param_groups])
         if same:
             self.optimizer.load_state_dict(saved)

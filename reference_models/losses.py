@@ -7,28 +7,35 @@ import torch
 import torch.nn.functional as F
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, hard_negative_beta: float = 0.0) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, hard_negative_beta: float = 0.0,
+            queue: torch.Tensor | None = None) -> torch.Tensor:
     """NT-Xent / InfoNCE of SimCLR (Chen et al. 2020). Each of the 2N views has its twin as the positive
     and the other 2N-2 views as negatives; cosine similarities divided by the temperature.
 
+    queue: K embeddings of earlier batches (no gradient), added to every anchor's negatives, as in
+    MoCo's queue (He et al. 2020) or SimCLR's memory-bank variant.
     hard_negative_beta > 0 weights each negative by exp(beta * cosine), normalised to mean 1 over an
     anchor's negatives (Robinson et al. 2021's hard-negative sampling, without their debiasing): the
     negatives closest to the anchor count most. The weights are held constant in the backward pass; at 0,
     or when all negatives are equally close, every weight is 1 and this is plain NT-Xent."""
     z = F.normalize(torch.cat([z1, z2]), dim=1)
-    n = z1.shape[0]
+    n, m = z1.shape[0], 2 * z1.shape[0]
     sim = z @ z.T
+    if queue is not None and len(queue):
+        sim = torch.cat([sim, z @ F.normalize(queue.detach(), dim=1).T], dim=1)
+    rows = torch.arange(m, device=z.device)
+    targets = torch.cat([torch.arange(n, m), torch.arange(0, n)]).to(z.device)
+    itself = torch.zeros_like(sim, dtype=torch.bool)
+    itself[rows, rows] = True
     logits = sim / temperature
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     if hard_negative_beta > 0:
         # a weight w on a negative is log(w) added to its logit; positives and self-pairs get none
-        negative = ~torch.eye(2 * n, dtype=torch.bool, device=z.device)
-        negative[torch.arange(2 * n, device=z.device), targets] = False
+        negative = ~itself
+        negative[rows, targets] = False
         scores = (hard_negative_beta * sim.detach()).masked_fill(~negative, float("-inf"))
-        log_w = torch.log_softmax(scores, dim=1) + math.log(2 * n - 2)
+        log_w = torch.log_softmax(scores, dim=1) + math.log(sim.shape[1] - 2)
         logits = logits + log_w.masked_fill(~negative, 0.0)
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits.masked_fill(itself, float("-inf")), targets)
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

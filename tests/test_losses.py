@@ -75,6 +75,45 @@ def test_hard_negative_weights_follow_their_definition_and_vanish_at_beta_zero()
     assert nt_xent(near, near.clone(), t, hard_negative_beta=5.0) > nt_xent(near, near.clone(), t)
 
 
+def test_a_queue_adds_its_rows_to_every_anchors_negatives():
+    # orthogonal views and queue rows: log(1 + (2N - 2 + K) exp(-1/t)), the closed form with K more
+    t = 0.5
+    views, queue = torch.eye(6)[:3], torch.eye(6)[3:]
+    with_queue = nt_xent(views, views.clone(), t, queue=queue)
+    assert with_queue.item() == pytest.approx(math.log(1 + (4 + 3) * math.exp(-1 / t)), rel=1e-4)
+    assert nt_xent(views, views.clone(), t, queue=queue[:0]).item() == pytest.approx(nt_xent(views, views.clone(), t).item())
+    # a queued copy of an anchor is a negative as close as its positive: the loss rises by log((1+e+...)/...)
+    near = nt_xent(views, views.clone(), t, queue=views[:1])
+    assert near > nt_xent(views, views.clone(), t)
+
+
+def test_simclr_keeps_a_first_in_first_out_queue_of_its_projections():
+    from reference_models.backbones import BackboneConfig, build_backbone
+    from reference_models.heads import HeadConfig
+    from reference_models.methods import SimCLRConfig, build_method
+
+    torch.manual_seed(0)
+    model = build_method("simclr", build_backbone(BackboneConfig(width=8)), SimCLRConfig(queue_size=10),
+                         HeadConfig(32, 16), None)
+    views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+    first = model(views, 0.0)                                    # an empty queue: plain NT-Xent
+    _, (z1, z2) = model.embed(views)
+    assert first.loss.item() == pytest.approx(nt_xent(z1, z2, 0.2).item(), rel=1e-5)
+    assert int(model.queue_filled) == 8 and int(model.queue_next) == 8
+    model(views, 0.0)                                            # 8 more: 2 fill the end, 6 wrap round
+    assert int(model.queue_filled) == 10 and int(model.queue_next) == 6
+    z = torch.cat(model.embed(views)[1])
+    assert torch.allclose(model.queue[8:], z[:2], atol=1e-5) and torch.allclose(model.queue[:6], z[2:], atol=1e-5)
+    model.eval()
+    model(views, 0.0)                                            # evaluation does not enqueue
+    assert int(model.queue_next) == 6
+    # the queue's negatives carry no gradient: only the two views' embeddings get one
+    model.train()
+    out = model(views, 0.0)
+    out.loss.backward()
+    assert not model.queue.requires_grad
+
+
 def test_nt_xent_is_scale_invariant():
     torch.manual_seed(1)
     a, b = torch.randn(16, 8), torch.randn(16, 8)

@@ -160,6 +160,20 @@ def test_fork_with_a_new_architecture_reinitializes_what_no_longer_fits(compose_
     assert not any(k.startswith("backbone") for k in child.fork_info["reinitialized"])
 
 
+def test_a_patch_that_only_adds_buffers_keeps_the_optimizer_moments(compose_run, tmp_path):
+    """A SimCLR child with a negative queue: every parameter fits, so Adam's moments carry over; the queue,
+    new, starts empty."""
+    from autofix.trainer import Trainer
+    parent = Trainer(compose_run("simclr", "trainer.max_steps=10", "trainer.ckpt_every=10"), tmp_path / "p")
+    parent.fit()
+    child = Trainer(compose_run("simclr", "trainer.max_steps=20", f"trainer.fork={parent.ring.path(10)}",
+                                "method.queue_size=64"), tmp_path / "c")
+    assert child.fork_info["optimizer_state"]
+    assert int(child.model.queue_filled) == 0
+    child.train_loop()
+    assert int(child.model.queue_filled) == 64
+
+
 def test_reinit_heads_gives_a_fresh_projector_and_keeps_the_backbone(compose_run, tmp_path):
     """trainer.reinit_heads=[projector]: a mid-training head reset. The backbone comes from the checkpoint,
     the projector (and BYOL's momentum copy of it) keeps the child's own fresh initialisation."""

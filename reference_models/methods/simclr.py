@@ -1,8 +1,10 @@
-"""SimCLR (Chen et al. 2020): two views, a projector, NT-Xent over the batch."""
+"""SimCLR (Chen et al. 2020): two views, a projector, NT-Xent over the batch (optionally also against a
+queue of earlier batches' embeddings, and with hard negatives weighted up)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..fields import bounded
@@ -15,14 +17,32 @@ from .base import MethodOutput, TwoViewMethod
 class SimCLRConfig:
     temperature: float = bounded(0.2, 1e-4, 100.0)
     hard_negative_beta: float = bounded(0.0, 0.0, 50.0)  # > 0: weight negatives by exp(beta * cosine)
+    queue_size: int = bounded(0, 0)       # > 0: keep this many past projector outputs as extra negatives
 
 
 class SimCLR(TwoViewMethod):
     def __init__(self, backbone: nn.Module, cfg: SimCLRConfig, projector: HeadConfig, predictor: HeadConfig | None = None):
         super().__init__(backbone, projector)
         self.cfg = cfg
+        if cfg.queue_size:
+            # first-in first-out; `queue_filled` rows are real (a fresh queue holds nothing yet)
+            self.register_buffer("queue", torch.zeros(cfg.queue_size, projector.out_dim))
+            self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+            self.register_buffer("queue_next", torch.zeros((), dtype=torch.long))
 
     def forward(self, views, progress):
         (h1, h2), (z1, z2) = self.embed(views)
-        loss = nt_xent(z1, z2, self.cfg.temperature, self.cfg.hard_negative_beta)
+        queue = self.queue[: int(self.queue_filled)] if self.cfg.queue_size else None
+        loss = nt_xent(z1, z2, self.cfg.temperature, self.cfg.hard_negative_beta, queue)
+        if self.cfg.queue_size and self.training:
+            self._enqueue(torch.cat([z1, z2]).detach())
         return MethodOutput(loss, {"nt_xent": loss.detach()}, {"encoder": (h1, h2), "projector": (z1, z2)})
+
+    @torch.no_grad()
+    def _enqueue(self, z: torch.Tensor) -> None:
+        size = self.cfg.queue_size
+        z = z[-size:]
+        idx = (int(self.queue_next) + torch.arange(len(z), device=z.device)) % size
+        self.queue[idx] = z.to(self.queue.dtype)
+        self.queue_next.fill_((int(self.queue_next) + len(z)) % size)
+        self.queue_filled.fill_(min(size, int(self.queue_filled) + len(z)))
