@@ -90,6 +90,7 @@ class Trainer:
         self.model.to(memory_format=self.memory_format)
         self.augment = build_augment(cfg)
         self._ramp: tuple[float, BatchAugment] | None = None     # the curriculum's current stage
+        self._weak: tuple[BatchAugment, BatchAugment] | None = None   # (first view's, the weaker second's)
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, t.max_steps, cfg.optimizer)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
@@ -121,9 +122,20 @@ class Trainer:
 
     def views(self) -> list[torch.Tensor]:
         augment = self._augment_now()
+        per_view = [augment] + [self._second_view(augment)] * (self.model.n_views - 1)
         with torch.no_grad():
             x = self.train_x[self.sampler.next()].float().div_(255)
-            return [self.normalize(augment(x, self.generators["augment"])) for _ in range(self.model.n_views)]
+            return [self.normalize(a(x, self.generators["augment"])) for a in per_view]
+
+    def _second_view(self, augment: BatchAugment) -> BatchAugment:
+        """augment.second_view_strength < 1: the other views are a weaker version of the first (a strong/weak
+        pair); built once per augmentation stage."""
+        strength = augment.cfg.second_view_strength
+        if strength >= 1.0:
+            return augment
+        if self._weak is None or self._weak[0] is not augment:
+            self._weak = (augment, BatchAugment(at_strength(augment.cfg, strength)))
+        return self._weak[1]
 
     def _augment_now(self) -> BatchAugment:
         """The configured augmentation, or during trainer.augment_warmup_steps a weaker one: strength rises

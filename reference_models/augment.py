@@ -65,6 +65,8 @@ class AugmentConfig:
     solarize_p: float = bounded(0.0, 0.0, 1.0)
     solarize_threshold: float = bounded(0.5, 0.0, 1.0)
     noise_std: float = bounded(0.0, 0.0, 1.0)  # additive Gaussian pixel noise on every view, clipped to [0, 1]
+    second_view_strength: float = bounded(1.0, 0.0, 1.0)  # the second view at this strength of the rest
+                                           # (at_strength): 1 = both views alike, lower = a strong/weak pair
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":

@@ -210,6 +210,25 @@ def test_augment_warmup_weakens_the_views_early_and_reaches_the_configured_ones(
     assert trainer._augment_now() is trainer.augment
 
 
+def test_a_weaker_second_view_makes_a_strong_weak_pair(compose_run, tmp_path):
+    from autofix.trainer import Trainer
+    trainer = Trainer(compose_run("simclr", "trainer.max_steps=10", "augment.second_view_strength=0.0"), tmp_path)
+    first, second = trainer.views()
+    # strength 0 is the identity: the second view is the stored 8-bit images as they are (normalised), so
+    # its pixels are whole grey levels; the augmented first view's (crops resampled, colours jittered) are not
+    grey = lambda v: ((v * trainer.std + trainer.mean) * 255).float()
+    assert torch.allclose(grey(second), grey(second).round(), atol=1e-3)
+    assert not torch.allclose(grey(first), grey(first).round(), atol=1e-3)
+    assert trainer._second_view(trainer.augment).cfg.flip_p == 0.0
+    assert trainer._second_view(trainer.augment).cfg.crop_scale == (1.0, 1.0)
+    assert trainer._second_view(trainer.augment) is trainer._second_view(trainer.augment)   # built once
+    assert not torch.equal(first, second)
+    half = Trainer(compose_run("simclr", "trainer.max_steps=10", "augment.second_view_strength=0.5"), tmp_path / "h")
+    assert half._second_view(half.augment).cfg.jitter_p == pytest.approx(0.5 * half.augment.cfg.jitter_p)
+    same = Trainer(compose_run("simclr", "trainer.max_steps=10"), tmp_path / "s")
+    assert same._second_view(same.augment) is same.augment                                  # default: symmetric
+
+
 def test_reinit_heads_resets_the_projector_its_moments_and_its_momentum_copy(compose_run, tmp_path):
     from autofix.trainer import Trainer
     trainer = Trainer(compose_run("byol", "trainer.max_steps=10", "trainer.reinit_heads=[projector]",
