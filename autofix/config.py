@@ -256,6 +256,9 @@ def validate(run: RunConfig) -> None:
         check_augment(run.augment, "augment.")
     except FieldError as e:
         raise ConfigError(str(e)) from None
+    if getattr(run.method, "nn_positives", False) and not getattr(run.method, "queue_size", 0):
+        raise ConfigError("method.nn_positives: true needs method.queue_size > 0 (the queue the nearest "
+                          "neighbours are drawn from), e.g. method.queue_size=1024")
 
 
 def flatten(cfg: RunConfig) -> dict[str, Any]:

@@ -38,6 +38,22 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, hard_n
     return F.cross_entropy(logits.masked_fill(itself, float("-inf")), targets)
 
 
+def nearest_neighbour_positives(z1: torch.Tensor, z2: torch.Tensor, support: torch.Tensor,
+                                temperature: float = 0.2) -> torch.Tensor:
+    """NNCLR's loss (Dwibedi et al. 2021): each view is replaced by its nearest neighbour (cosine) in a
+    support set of earlier embeddings, which must then pick out the other view of its image among the
+    batch's; symmetrised over the two views. The neighbours carry no gradient, the other views do."""
+    a, b = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    s = F.normalize(support.detach(), dim=1)
+
+    def nearest(u: torch.Tensor) -> torch.Tensor:
+        return s[(u.detach() @ s.T).argmax(dim=1)]
+
+    labels = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(nearest(a) @ b.T / temperature, labels)
+                  + F.cross_entropy(nearest(b) @ a.T / temperature, labels))
+
+
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's regression loss 2 - 2 cos(p, z), averaged over the batch. The caller decides whether z
     carries gradient (stop-gradient is a config knob, not hidden in here)."""

@@ -36,3 +36,9 @@ def test_a_key_added_with_plus_is_still_unknown():
         to_run_config(compose("vicreg", ["+trainer.foo=1"]))
     with pytest.raises(ConfigError, match=r"^unknown config key 'monitor.detectors.divergence.foo'"):
         to_run_config(compose("vicreg", ["+monitor.detectors.divergence.foo=1"]))
+
+
+def test_nearest_neighbour_positives_without_a_queue_is_one_line():
+    with pytest.raises(ConfigError, match=r"^method.nn_positives: true needs method.queue_size > 0"):
+        to_run_config(compose("simclr", ["method.nn_positives=true"]))
+    assert to_run_config(compose("simclr", ["method.nn_positives=true", "method.queue_size=256"])).method.nn_positives

@@ -107,11 +107,38 @@ def test_simclr_keeps_a_first_in_first_out_queue_of_its_projections():
     model.eval()
     model(views, 0.0)                                            # evaluation does not enqueue
     assert int(model.queue_next) == 6
+    # NNCLR: with nn_positives the queue supplies each view's stand-in
+    model.cfg.nn_positives = True
+    z1, z2 = model.embed(views)[1]
+    from reference_models.losses import nearest_neighbour_positives
+    expected = nearest_neighbour_positives(z1, z2, model.queue, 0.2).item()
+    assert model(views, 0.0).loss.item() == pytest.approx(expected, rel=1e-5)
+    model.cfg.nn_positives = False
     # the queue's negatives carry no gradient: only the two views' embeddings get one
     model.train()
     out = model(views, 0.0)
     out.loss.backward()
     assert not model.queue.requires_grad
+
+
+def test_nearest_neighbour_positives_known_answers():
+    from reference_models.losses import nearest_neighbour_positives
+    t = 0.5
+    views = torch.eye(4)
+    # the views themselves in the support: each is its own neighbour, and the other view (identical,
+    # orthogonal to every other image) is picked out of 4: log(1 + 3 exp(-1/t))
+    same = nearest_neighbour_positives(views, views.clone(), torch.cat([views, -views]), t)
+    assert same.item() == pytest.approx(math.log(1 + 3 * math.exp(-1 / t)), rel=1e-4)
+    # a support holding image 0 only: every view's neighbour is image 0, which picks image 0's other view,
+    # right for image 0 (as above) and wrong for the other three: -log(1 / (e^(1/t) + 3)) each
+    one = nearest_neighbour_positives(views, views.clone(), views[:1], t)
+    expected = (math.log(1 + 3 * math.exp(-1 / t)) + 3 * math.log(math.exp(1 / t) + 3)) / 4
+    assert one.item() == pytest.approx(expected, rel=1e-4)
+    # gradients reach the views, never the support
+    z1, z2 = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+    support = torch.randn(10, 3, requires_grad=True)
+    nearest_neighbour_positives(z1, z2, support, t).backward()
+    assert z1.grad is not None and z2.grad is not None and support.grad is None
 
 
 def test_nt_xent_is_scale_invariant():

@@ -1,5 +1,6 @@
 """SimCLR (Chen et al. 2020): two views, a projector, NT-Xent over the batch (optionally also against a
-queue of earlier batches' embeddings, and with hard negatives weighted up)."""
+queue of earlier batches' embeddings, and with hard negatives weighted up), or NNCLR's nearest-neighbour
+positives drawn from that queue."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from torch import nn
 
 from ..fields import bounded
 from ..heads import HeadConfig
-from ..losses import nt_xent
+from ..losses import nearest_neighbour_positives, nt_xent
 from .base import MethodOutput, TwoViewMethod
 
 
@@ -18,6 +19,7 @@ class SimCLRConfig:
     temperature: float = bounded(0.2, 1e-4, 100.0)
     hard_negative_beta: float = bounded(0.0, 0.0, 50.0)  # > 0: weight negatives by exp(beta * cosine)
     queue_size: int = bounded(0, 0)       # > 0: keep this many past projector outputs as extra negatives
+    nn_positives: bool = False            # NNCLR: each view's nearest neighbour in the queue stands in for it
 
 
 class SimCLR(TwoViewMethod):
@@ -33,7 +35,10 @@ class SimCLR(TwoViewMethod):
     def forward(self, views, progress):
         (h1, h2), (z1, z2) = self.embed(views)
         queue = self.queue[: int(self.queue_filled)] if self.cfg.queue_size else None
-        loss = nt_xent(z1, z2, self.cfg.temperature, self.cfg.hard_negative_beta, queue)
+        if self.cfg.nn_positives and queue is not None and len(queue):
+            loss = nearest_neighbour_positives(z1, z2, queue, self.cfg.temperature)
+        else:   # (NNCLR's first step, with nothing queued yet, is plain SimCLR)
+            loss = nt_xent(z1, z2, self.cfg.temperature, self.cfg.hard_negative_beta, queue)
         if self.cfg.queue_size and self.training:
             self._enqueue(torch.cat([z1, z2]).detach())
         return MethodOutput(loss, {"nt_xent": loss.detach()}, {"encoder": (h1, h2), "projector": (z1, z2)})
