@@ -45,9 +45,8 @@ class SimCLR(TwoViewMethod):
 
     @torch.no_grad()
     def _enqueue(self, z: torch.Tensor) -> None:
-        size = self.cfg.queue_size
+        size, start = self.cfg.queue_size, int(self.queue_next)   # one read of the counter per step
         z = z[-size:]
-        idx = (int(self.queue_next) + torch.arange(len(z), device=z.device)) % size
-        self.queue[idx] = z.to(self.queue.dtype)
-        self.queue_next.fill_((int(self.queue_next) + len(z)) % size)
-        self.queue_filled.fill_(min(size, int(self.queue_filled) + len(z)))
+        self.queue[(start + torch.arange(len(z), device=z.device)) % size] = z.to(self.queue.dtype)
+        self.queue_next.fill_((start + len(z)) % size)
+        self.queue_filled.clamp_(max=size - len(z)).add_(len(z))
