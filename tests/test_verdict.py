@@ -83,3 +83,24 @@ def test_the_random_patch_is_never_a_candidate_under_test(tmp_path, method, symp
     assert targeted and untargeted and not targeted & untargeted
     _, everything = pools("remediation.random_pool=all")
     assert untargeted < everything and targeted & everything
+
+
+def test_a_pinned_random_patch_is_that_intervention_and_must_be_in_the_pool(tmp_path):
+    """`remediation.random_intervention` keeps the placebo fixed however many interventions are added; one
+    that targets the symptom (a candidate) or does not exist is refused in one line naming the valid ones."""
+    from autofix.config import to_run_config
+    from autofix.errors import ConfigError
+    from autofix.hydra_app import compose
+    from autofix.remediate.orchestrator import Orchestrator
+
+    def orch(pin):
+        return Orchestrator(to_run_config(compose("simclr", [f"remediation.random_intervention={pin}"])), "t", [],
+                            tmp_path)
+
+    o = orch("weight_decay_schedule")
+    assert [iv.id for iv in o.random_pool("divergence", o.config_dict())] == ["weight_decay_schedule"]
+    o = orch("lr_lower")  # a divergence candidate: never its own placebo
+    with pytest.raises(ConfigError, match="not in the random pool for divergence.*valid: .*weight_decay_schedule"):
+        o.random_pool("divergence", o.config_dict())
+    with pytest.raises(ConfigError, match="unknown intervention no_such_fix"):
+        orch("no_such_fix")

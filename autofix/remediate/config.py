@@ -27,6 +27,8 @@ class RemediationConfig:
     random_pool: str = choice("untargeted", ("untargeted", "all"))  # untargeted: those that do not target
                                            # the symptom (the random patch is never a candidate under test);
                                            # all: every applicable one, a candidate included
+    random_intervention: Optional[str] = None  # pin the random arm to this intervention of the pool (its
+                                           # values still drawn): the same placebo however the registry grows
     sampler: str = choice("tpe", ("tpe", "random"))
     pruner: str = choice("median", ("median", "halving", "none"))   # applies to sampler-chosen trials only
     storage: Optional[str] = None          # Optuna storage: none = SQLite in the run folder; "journal" = a

@@ -125,6 +125,9 @@ class Orchestrator:
         if unknown:
             raise ConfigError(f"remediation.candidates: unknown intervention(s) {unknown}; valid: "
                               f"{', '.join(sorted(self.registry))}")
+        if r.random_intervention and r.random_intervention not in self.registry:
+            raise ConfigError(f"remediation.random_intervention: unknown intervention {r.random_intervention}; "
+                              f"valid: {', '.join(sorted(self.registry))}")
         if r.knn_every % cfg.monitor.every:
             raise ConfigError(f"remediation.knn_every: {r.knn_every} is not a multiple of monitor.every "
                               f"({cfg.monitor.every})")
@@ -204,7 +207,14 @@ class Orchestrator:
         pool = interventions.applicable(self.cfg.method.name, self.cfg.model.backbone, self.registry,
                                         config, self.device_type())
         if self.cfg.remediation.random_pool == "untargeted":
-            return [iv for iv in pool if symptom not in iv.symptoms] or pool
+            pool = [iv for iv in pool if symptom not in iv.symptoms] or pool
+        pinned = self.cfg.remediation.random_intervention
+        if pinned and self.cfg.remediation.random_arm:
+            if pinned not in {iv.id for iv in pool}:
+                raise ConfigError(f"remediation.random_intervention: {pinned} is not in the random pool for "
+                                  f"{symptom} ({self.cfg.remediation.random_pool}); valid: "
+                                  f"{', '.join(sorted(iv.id for iv in pool))}")
+            pool = [iv for iv in pool if iv.id == pinned]
         return pool
 
     def remediate(self, parent: dict, event: dict) -> list[V.Verdict]:
@@ -286,6 +296,10 @@ class Orchestrator:
             drawn = {name: _draw(p, rng) for name, p in iv.space.items()}
             if iv.changes(config, drawn):
                 break
+        else:
+            raise ConfigError(f"the random arm: no draw of {', '.join(i.id for i in pool)} changes this config")
+        if r.random_arm:
+            console.print(f"  random patch: {iv.id} {drawn}")
         for s in range(r.seeds):
             study.enqueue_trial({}, user_attrs={"role": CONTROL, "seed": s, "origin": "arm"})
             if r.random_arm:
