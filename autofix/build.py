@@ -11,7 +11,7 @@ from reference_models.data import ImageDataset, load_dataset
 from reference_models.data.corrupt import with_colour_cast
 from reference_models.heads import HeadConfig
 from reference_models.methods import METHODS, SSLMethod, build_method
-from reference_models.regularizers import TOKEN_TERMS
+from reference_models.regularizers import TOKEN_TERMS, record_stage_outputs
 
 from .config import RunConfig
 from .errors import ConfigError
@@ -38,6 +38,11 @@ def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
                               f"act on attention maps and tokens; model.backbone={cfg.model.backbone} has none "
                               "(use model=vit_tiny or model=vit_small)")
         backbone.keep_internals = True
+    if cfg.regularizers.needs_stage_outputs():
+        try:
+            record_stage_outputs(backbone)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
                         _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
 

@@ -96,6 +96,13 @@ def covariance_gap(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return (covariance_matrix(z1.float()) - covariance_matrix(z2.float())).pow(2).sum() / z1.shape[1]
 
 
+def layerwise_vc_loss(feats: list[torch.Tensor], gamma: float = 1.0, cov_ratio: float = 0.04) -> torch.Tensor:
+    """VICReg's variance hinge plus `cov_ratio` times its covariance term on each layer's pooled output
+    (N, C) on its own, averaged over layers: a collapse penalty for the intermediate layers, not only the
+    embedding. 0.04 is VICReg's own covariance-to-variance weight (1 to 25)."""
+    return sum(variance_term(f.float(), gamma) + cov_ratio * covariance_term(f.float()) for f in feats) / len(feats)
+
+
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()   # bf16/fp16 under autocast
 
@@ -182,6 +189,12 @@ class AttentionEntropyReg(Term):
     target: float = bounded(0.7, 0.0, 1.0)     # the normalised entropy each block's attention is pulled to
 
 
+@dataclass
+class LayerVCReg(Term):
+    gamma: float = bounded(1.0, 0.0)           # target std per channel of each layer's pooled output
+    cov_ratio: float = bounded(0.04, 0.0)      # weight of the covariance part against the variance hinge
+
+
 # terms on a ViT's attention maps and tokens, recorded during the training forward (VisionTransformer.internals)
 TOKEN_TERMS = ("attention_entropy", "head_diversity", "token_similarity")
 
@@ -202,12 +215,46 @@ class RegularizersConfig:
     filter_diversity: Term = field(default_factory=Term)   # on the backbone's conv filters and linear rows
     anchor: AnchorReg = field(default_factory=AnchorReg)    # embeddings kept near a recent snapshot's
     view_covariance: BranchTerm = field(default_factory=BranchTerm)  # the two views' covariances matched
+    layer_vc: LayerVCReg = field(default_factory=LayerVCReg)  # variance/covariance on every intermediate stage
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name).weight > 0]
 
     def needs_internals(self) -> bool:
         return any(name in TOKEN_TERMS for name in self.active())
+
+    def needs_stage_outputs(self) -> bool:
+        return "layer_vc" in self.active()
+
+
+def record_stage_outputs(backbone: nn.Module) -> None:
+    """Keep the pooled output of each intermediate stage (all of `feature_stages()` but the last, whose
+    output is the encoder's) of every training forward with gradients, in `backbone.stage_outputs`: the
+    layer-wise term reads them after the method's forward, as the token terms read a ViT's internals.
+    Forwards without gradients (the momentum target, probes, the monitor) are not kept."""
+    stages = backbone.feature_stages()[:-1]
+    if not stages:
+        raise ValueError("regularizers.layer_vc acts on intermediate stages: this backbone has only one "
+                         "(raise model.depth)")
+    backbone.stage_outputs = []
+    backbone.n_feature_stages = len(stages)
+
+    def keep(module, args, out):
+        if module.training and torch.is_grad_enabled():
+            backbone.stage_outputs.append(out.mean(dim=(2, 3)) if out.dim() == 4 else out.mean(dim=1))
+
+    for stage in stages:
+        stage.register_forward_hook(keep)
+
+
+def _take_stage_outputs(backbone: nn.Module) -> list[list[torch.Tensor]]:
+    """The recorded stage outputs, one list per forward, and the record emptied."""
+    kept, n = getattr(backbone, "stage_outputs", None), getattr(backbone, "n_feature_stages", 0)
+    if not kept:
+        raise ValueError("regularizers.layer_vc: no stage outputs were recorded (record_stage_outputs was "
+                         "not called on this backbone)")
+    backbone.stage_outputs = []
+    return [kept[i:i + n] for i in range(0, len(kept), n)]
 
 
 # The anchor term's snapshot of each model: (step taken, frozen copy of backbone and projector). Kept
@@ -259,6 +306,7 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
             raise ValueError(f"regularizers {', '.join(n for n in active if n in TOKEN_TERMS)} act on attention "
                              "and tokens: they need the vit backbone with keep_internals set (model=vit_tiny)")
         model.backbone.internals = []
+    stage_outputs = _take_stage_outputs(model.backbone) if cfg.needs_stage_outputs() else []
 
     def per_view(fn, zs):
         return sum(fn(z) for z in zs) / len(zs)
@@ -272,6 +320,8 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
         elif name == "filter_diversity":
             value = filter_similarity_loss([m.weight for m in model.backbone.modules()
                                             if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.shape[0] > 1])
+        elif name == "layer_vc":
+            value = per_view(lambda feats: layerwise_vc_loss(feats, c.gamma, c.cov_ratio), stage_outputs)
         elif name in TOKEN_TERMS:
             term = {"token_similarity": lambda maps, tok: token_similarity_loss(tok),
                     "head_diversity": lambda maps, tok: head_diversity_loss(maps),
@@ -305,4 +355,6 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
         ramp = min(1.0, (step + 1) / c.ramp_steps) if c.ramp_steps else 1.0
         loss = loss + ramp * c.weight * value
         terms[f"reg_{name}"] = value.detach()
+    if stage_outputs:
+        model.backbone.stage_outputs = []   # what the consistency term's extra forward recorded
     return MethodOutput(loss, terms, out.embeddings)

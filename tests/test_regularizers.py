@@ -196,3 +196,46 @@ def test_filter_similarity_zero_for_orthogonal_units_one_for_copies():
     sixty = torch.tensor([[1.0, 0.0], [0.5, 3 ** 0.5 / 2]])
     assert filter_similarity_loss([q[:4], copies]).item() == pytest.approx(0.5)
     assert filter_similarity_loss([sixty]).item() == pytest.approx(0.25)
+
+
+def test_layerwise_vc_zero_for_spread_decorrelated_layers_and_gamma_for_constant_ones():
+    from reference_models.regularizers import layerwise_vc_loss
+    # +-2 in three columns of a 4-row Hadamard matrix: each column has std 2.31 (> gamma 1) and zero
+    # covariance with the others
+    h = torch.tensor([[1., 1, 1], [-1, 1, -1], [1, -1, -1], [-1, -1, 1]]) * 2
+    assert layerwise_vc_loss([h, h[:, :2]]).item() == pytest.approx(0.0, abs=1e-7)
+    constant = torch.ones(4, 3)                   # a collapsed layer: std sqrt(1e-4) = 0.01 in every channel
+    assert layerwise_vc_loss([constant]).item() == pytest.approx(0.99, abs=1e-6)
+    assert layerwise_vc_loss([h, constant]).item() == pytest.approx(0.99 / 2, abs=1e-6)  # averaged over layers
+    copies = torch.tensor([[2., 2], [-2, -2], [2, 2], [-2, -2]])   # two identical channels, var 16/3 each
+    assert layerwise_vc_loss([copies], cov_ratio=1.0).item() == pytest.approx(2 * (16 / 3) ** 2 / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("conf,overrides,stages", [("simclr", [], 3), ("byol", [], 3),
+                                                   ("mae", [], 3), ("vicreg", ["model=resnet18"], 8)])
+def test_layer_vc_reads_each_training_forwards_intermediate_stages(compose_run, conf, overrides, stages):
+    """One record per view and intermediate stage (the target's and the monitor's gradient-free forwards
+    leave none), consumed by the step so nothing piles up; its gradient reaches the first stage."""
+    from autofix.build import build_model
+    cfg = compose_run(conf, *overrides, "regularizers.layer_vc.weight=1", "regularizers.consistency.weight=1")
+    model = build_model(cfg, 3, 16).train()
+    views = [torch.randn(8, 3, 16, 16) for _ in range(model.n_views)]
+    with torch.no_grad():
+        model.encode(views[0])
+    assert model.backbone.stage_outputs == []
+    out = model(views, 0.0)
+    assert len(model.backbone.stage_outputs) == stages * model.n_views
+    out = apply_regularizers(model, views, out, cfg.regularizers)
+    assert model.backbone.stage_outputs == []       # the consistency term's extra forward included
+    assert out.terms["reg_layer_vc"].item() > 0
+    out.loss.backward()
+    first = model.backbone.feature_stages()[0]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in first.parameters())
+
+
+def test_layer_vc_on_a_one_stage_vit_is_a_config_error(compose_run):
+    from autofix.build import build_model
+    from autofix.errors import ConfigError
+    cfg = compose_run("mae", "model.depth=1", "regularizers.layer_vc.weight=1")
+    with pytest.raises(ConfigError, match="layer_vc.*only one"):
+        build_model(cfg, 3, 32)

@@ -47,6 +47,11 @@ class TinyConvNet(nn.Module):
         self.out_dim = c
         init_weights(self, init, act)
 
+    def feature_stages(self) -> list[nn.Module]:
+        """The modules whose outputs are the network's intermediate features, input first; the last
+        one's pooled output is the encoder's."""
+        return [self.stem, *self.blocks]
+
     def stages(self) -> list[list[nn.Parameter]]:
         """Parameters by depth, input first: the stem, then each block."""
         return [list(m.parameters()) for m in (self.stem, *self.blocks)]

@@ -51,6 +51,11 @@ class CifarResNet(nn.Module):
         self.out_dim = c
         init_weights(self, init, act)
 
+    def feature_stages(self) -> list[nn.Module]:
+        """The modules whose outputs are the network's intermediate features, input first; the last
+        one's pooled output is the encoder's (before the final pooling)."""
+        return [self.stem, *self.layers]
+
     def stages(self) -> list[list[nn.Parameter]]:
         """Parameters by depth, input first: the stem, then each BasicBlock."""
         return [list(m.parameters()) for m in (self.stem, *self.layers)]

@@ -103,6 +103,11 @@ class VisionTransformer(nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
         init_weights(self, init if init != "default" else "xavier", act)
 
+    def feature_stages(self) -> list[nn.Module]:
+        """The blocks, input first: their token outputs are the intermediate features (the residual
+        stream, before the final norm)."""
+        return list(self.blocks)
+
     def stages(self) -> list[list[nn.Parameter]]:
         """Parameters by depth, input first: the patch embedding (with the class token and a learned
         position table), then each block; the final norm is not a stage."""
