@@ -259,6 +259,13 @@ def validate(run: RunConfig) -> None:
     if getattr(run.method, "nn_positives", False) and not getattr(run.method, "queue_size", 0):
         raise ConfigError("method.nn_positives: true needs method.queue_size > 0 (the queue the nearest "
                           "neighbours are drawn from), e.g. method.queue_size=1024")
+    if getattr(run.method, "mask_block", 1) > 1:
+        from reference_models.methods.mae import block_sides
+
+        grid = run.data.image_size // run.model.patch_size
+        if grid % run.method.mask_block:
+            raise ConfigError(f"method.mask_block: {run.method.mask_block} does not tile the {grid}x{grid} patch grid "
+                              f"(data.image_size / model.patch_size); valid: {', '.join(map(str, block_sides(grid, grid)))}")
 
 
 def flatten(cfg: RunConfig) -> dict[str, Any]:

@@ -148,3 +148,50 @@ def test_centred_head_removes_a_persistent_shift_and_keeps_sample_differences():
     # as a head option: the last layer of the projector; off (0) adds nothing
     assert isinstance(mlp(16, HeadConfig(depth=2, center_momentum=0.9))[-1], RunningCenter)
     assert not any(isinstance(m, RunningCenter) for m in mlp(16, HeadConfig(depth=2)))
+
+
+def test_block_masks_hide_whole_blocks_and_keep_the_ratio():
+    from reference_models.methods.mae import block_sides, random_mask
+    assert block_sides(8, 8) == [1, 2, 4, 8] and block_sides(6, 4) == [1, 2, 3]
+    torch.manual_seed(0)
+    for block, ratio in [(1, 0.75), (2, 0.75), (4, 0.75), (2, 0.6)]:
+        keep, mask = random_mask(32, 64, ratio, "cpu", block)
+        assert keep.shape == (32, 16 if ratio == 0.75 else 26) and (mask.sum(1) == 64 - keep.shape[1]).all()
+        assert (mask.gather(1, keep) == 0).all()
+        if block > 1:
+            # per block of block x block patches: all hidden or all kept, but for at most one split block
+            blocks = mask.view(32, 8 // block, block, 8 // block, block).sum((2, 4)).flatten(1)
+            split = ((blocks > 0) & (blocks < block * block)).sum(1)
+            assert (split <= 1).all() and (split == 0).any() == (ratio == 0.75)
+    torch.manual_seed(0)
+    single = random_mask(1000, 64, 0.75, "cpu", 1)[1].view(1000, 8, 8)
+    # horizontal neighbours agree always with 2x2 blocks, at chance (about 0.62) with single patches
+    blocked = random_mask(1000, 64, 0.75, "cpu", 2)[1].view(1000, 8, 8)
+    same = lambda m: (m[:, :, ::2] == m[:, :, 1::2]).float().mean().item()  # noqa: E731
+    assert same(blocked) == 1.0 and same(single) < 0.7
+
+
+def test_mae_num_masks_averages_over_masks_and_a_block_that_does_not_tile_is_refused():
+    from reference_models.methods.mae import MAE, MAEConfig
+    vit = lambda: build_backbone(BackboneConfig(backbone="vit", width=16, depth=1, heads=2), 3, 16)  # noqa: E731
+    x = torch.randn(4, 3, 16, 16)
+    one, two = MAE(vit(), MAEConfig(decoder_dim=8, decoder_depth=1)), MAE(vit(), MAEConfig(decoder_dim=8, decoder_depth=1, num_masks=2))
+    two.load_state_dict(one.state_dict())
+    torch.manual_seed(1)
+    pred, mask, _ = one.reconstruct(x.repeat(2, 1, 1, 1), 0.75)     # what two masks per image are
+    from reference_models.losses import masked_reconstruction, patchify
+    target = patchify(x, 4).repeat(2, 1, 1)
+    torch.manual_seed(1)
+    out = two([x], 0.0)
+    assert out.loss.item() == pytest.approx(masked_reconstruction(pred, target, mask).item(), rel=1e-6)
+    assert out.embeddings["encoder"][0].shape == (4, 16)
+    assert not torch.equal(mask[:4], mask[4:])       # each copy of an image has its own mask
+    two.eval()
+    assert two([x], 0.0).embeddings["encoder"][0].shape == (4, 16)  # one mask outside training
+    vary = MAE(vit(), MAEConfig(decoder_dim=8, decoder_depth=1, mask_block=2, mask_block_vary=True))
+    torch.manual_seed(0)
+    masks = [vary.reconstruct(x, 0.75)[1].view(4, 4, 4) for _ in range(20)]
+    blocky = [bool((m[:, :, ::2] == m[:, :, 1::2]).all() and (m[:, ::2] == m[:, 1::2]).all()) for m in masks]
+    assert any(blocky) and not all(blocky)           # sides 1 and 2 drawn step by step
+    with pytest.raises(ValueError, match="mask_block=3 does not tile the 4x4 patch grid; valid: 1, 2, 4"):
+        MAE(vit(), MAEConfig(mask_block=3))

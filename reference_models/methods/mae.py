@@ -22,13 +22,32 @@ class MAEConfig:
     decoder_dim: int = bounded(64, 4)
     decoder_depth: int = bounded(2, 1, 32)
     decoder_heads: int = bounded(4, 1)
+    mask_block: int = bounded(1, 1)        # side, in patches, of the square blocks hidden together (1 = each
+                                           # patch on its own, as MAE; larger = SimMIM/BEiT-like regions)
+    mask_block_vary: bool = False          # each step draws the block side anew from those up to mask_block
+    num_masks: int = bounded(1, 1, 16)     # masks per image per step, the loss averaged over them
 
 
-def random_mask(batch: int, n_patches: int, ratio: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+def block_sides(grid: int, largest: int) -> list[int]:
+    """The block sides up to `largest` that tile a grid x grid patch layout."""
+    return [k for k in range(1, min(largest, grid) + 1) if grid % k == 0]
+
+
+def random_mask(batch: int, n_patches: int, ratio: float, device, block: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample random masking by sorting uniform noise. Returns (indices of kept patches (B, K),
-    mask (B, N) with 1 where a patch is hidden)."""
+    mask (B, N) with 1 where a patch is hidden). With `block` > 1 the noise is drawn per block of
+    block x block patches, so whole blocks are hidden together (one block may be split where the ratio
+    does not fall on a block boundary)."""
     n_keep = int(round(n_patches * (1.0 - ratio)))
-    noise = torch.rand(batch, n_patches, device=device)
+    if block > 1:
+        grid = int(round(n_patches ** 0.5))
+        side = grid // block
+        rank = torch.rand(batch, side * side, device=device).argsort(1).argsort(1).view(batch, side, side).float()
+        # the block's rank, plus a fraction that orders the patches inside it (and splits at most one block)
+        noise = rank.repeat_interleave(block, 1).repeat_interleave(block, 2).flatten(1)
+        noise = noise + torch.rand(batch, n_patches, device=device)
+    else:
+        noise = torch.rand(batch, n_patches, device=device)
     order = noise.argsort(dim=1)
     keep = order[:, :n_keep]
     mask = torch.ones(batch, n_patches, device=device)
@@ -44,7 +63,11 @@ class MAE(SSLMethod):
         if not isinstance(backbone, VisionTransformer):
             raise ValueError("MAE needs the 'vit' backbone (model.backbone=vit)")
         super().__init__(backbone)
-        self.cfg = cfg
+        sides = block_sides(backbone.grid, cfg.mask_block)
+        if sides[-1] != cfg.mask_block:
+            raise ValueError(f"method.mask_block={cfg.mask_block} does not tile the {backbone.grid}x"
+                             f"{backbone.grid} patch grid; valid: {', '.join(map(str, block_sides(backbone.grid, backbone.grid)))}")
+        self.cfg, self.block_sides = cfg, sides
         dim, ddim = backbone.out_dim, cfg.decoder_dim
         self.decoder_embed = nn.Linear(dim, ddim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
@@ -61,7 +84,9 @@ class MAE(SSLMethod):
         vit: VisionTransformer = self.backbone
         tokens = vit.patchify_embed(images)
         b, n, d = tokens.shape
-        keep, mask = random_mask(b, n, mask_ratio, images.device)
+        sides = self.block_sides if self.cfg.mask_block_vary and self.training else self.block_sides[-1:]
+        side = sides[int(torch.randint(len(sides), ()))] if len(sides) > 1 else sides[0]
+        keep, mask = random_mask(b, n, mask_ratio, images.device, side)
         visible = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, d))
         latent = vit.forward_tokens(visible)
         x = self.decoder_embed(latent[:, 1:])
@@ -77,7 +102,9 @@ class MAE(SSLMethod):
 
     def forward(self, views, progress):
         images = views[0]
-        pred, mask, pooled = self.reconstruct(images, self.cfg.mask_ratio)
+        k = self.cfg.num_masks if self.training else 1
+        # k masks per image as one batch of k copies: one forward, the loss averaged over every mask
+        pred, mask, pooled = self.reconstruct(images.repeat(k, 1, 1, 1) if k > 1 else images, self.cfg.mask_ratio)
         target = patchify(images, self.backbone.patch_size)
-        loss = masked_reconstruction(pred, target, mask, self.cfg.norm_pix_loss)
-        return MethodOutput(loss, {"reconstruction": loss.detach()}, {"encoder": (pooled,)})
+        loss = masked_reconstruction(pred, target.repeat(k, 1, 1) if k > 1 else target, mask, self.cfg.norm_pix_loss)
+        return MethodOutput(loss, {"reconstruction": loss.detach()}, {"encoder": (pooled[:images.shape[0]],)})
