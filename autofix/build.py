@@ -11,7 +11,7 @@ from reference_models.data import ImageDataset, load_dataset
 from reference_models.data.corrupt import with_colour_cast
 from reference_models.heads import HeadConfig
 from reference_models.methods import METHODS, SSLMethod, build_method
-from reference_models.regularizers import TOKEN_TERMS, record_stage_outputs
+from reference_models.regularizers import TOKEN_TERMS, build_aux_heads, record_stage_outputs
 
 from .config import RunConfig
 from .errors import ConfigError
@@ -43,8 +43,12 @@ def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
             record_stage_outputs(backbone)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    return build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
-                        _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
+    model = build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
+                         _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
+    heads = build_aux_heads(cfg.regularizers, backbone.out_dim, channels)
+    if heads is not None:
+        model.aux_heads = heads   # trained with the network (the optimizer's head group), saved with it
+    return model
 
 
 def build_augment(cfg: RunConfig) -> BatchAugment:

@@ -103,6 +103,27 @@ def layerwise_vc_loss(feats: list[torch.Tensor], gamma: float = 1.0, cov_ratio: 
     return sum(variance_term(f.float(), gamma) + cov_ratio * covariance_term(f.float()) for f in feats) / len(feats)
 
 
+def rotate_quarters(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Each image of (B, C, H, W) square images turned by k[i] quarter turns (counter-clockwise)."""
+    out = x.clone()
+    for q in (1, 2, 3):
+        sel = k == q
+        if sel.any():
+            out[sel] = torch.rot90(x[sel], q, dims=(2, 3))
+    return out
+
+
+def rotation_loss(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of predicting each image's quarter turns (RotNet's pretext task): log 4 at chance."""
+    return F.cross_entropy(logits.float(), k)
+
+
+def reconstruction_loss(pred: torch.Tensor, images: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean squared error between a head's output (B, C*size*size) and the images average-pooled to
+    size x size: how much of the picture the features still hold."""
+    return F.mse_loss(pred.float(), F.adaptive_avg_pool2d(images.float(), size).flatten(1))
+
+
 def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()   # bf16/fp16 under autocast
 
@@ -195,6 +216,28 @@ class LayerVCReg(Term):
     cov_ratio: float = bounded(0.04, 0.0)      # weight of the covariance part against the variance hinge
 
 
+@dataclass
+class ReconstructionReg(Term):
+    size: int = bounded(8, 2, 64)              # side of the average-pooled image the head reconstructs
+
+
+# terms with a head of their own on the encoder's features (built beside the model: AUX_TERMS)
+AUX_TERMS = ("rotation", "reconstruction")
+
+
+def build_aux_heads(cfg: "RegularizersConfig", feature_dim: int, channels: int) -> nn.ModuleDict | None:
+    """The auxiliary heads the active terms need, trained with the network: a linear 4-way classifier for
+    the rotation task, a one-hidden-layer decoder for the reconstruction task."""
+    heads = {}
+    if cfg.rotation.weight > 0:
+        heads["rotation"] = nn.Linear(feature_dim, 4)
+    if cfg.reconstruction.weight > 0:
+        hidden = max(feature_dim, 128)
+        heads["reconstruction"] = nn.Sequential(nn.Linear(feature_dim, hidden), nn.GELU(),
+                                                nn.Linear(hidden, channels * cfg.reconstruction.size ** 2))
+    return nn.ModuleDict(heads) if heads else None
+
+
 # terms on a ViT's attention maps and tokens, recorded during the training forward (VisionTransformer.internals)
 TOKEN_TERMS = ("attention_entropy", "head_diversity", "token_similarity")
 
@@ -216,6 +259,8 @@ class RegularizersConfig:
     anchor: AnchorReg = field(default_factory=AnchorReg)    # embeddings kept near a recent snapshot's
     view_covariance: BranchTerm = field(default_factory=BranchTerm)  # the two views' covariances matched
     layer_vc: LayerVCReg = field(default_factory=LayerVCReg)  # variance/covariance on every intermediate stage
+    rotation: Term = field(default_factory=Term)            # predict each image's quarter turns from its features
+    reconstruction: ReconstructionReg = field(default_factory=ReconstructionReg)  # decode a small image from them
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name).weight > 0]
@@ -320,6 +365,17 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
         elif name == "filter_diversity":
             value = filter_similarity_loss([m.weight for m in model.backbone.modules()
                                             if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.shape[0] > 1])
+        elif name in AUX_TERMS:
+            heads = getattr(model, "aux_heads", None)
+            if heads is None or name not in heads:
+                raise ValueError(f"regularizers.{name} needs its head: build the model with build_aux_heads")
+            x = views[0]
+            if name == "rotation":   # one more forward, of the first view turned by a random quarter each
+                k = torch.randint(4, (x.shape[0],), device=x.device)
+                value = rotation_loss(heads["rotation"](model.backbone(rotate_quarters(x, k))), k)
+            else:                    # from the features the method already computed for the first view
+                h = out.embeddings["encoder"][0]
+                value = reconstruction_loss(heads["reconstruction"](h), x, c.size)
         elif name == "layer_vc":
             value = per_view(lambda feats: layerwise_vc_loss(feats, c.gamma, c.cov_ratio), stage_outputs)
         elif name in TOKEN_TERMS:

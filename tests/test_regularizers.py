@@ -239,3 +239,39 @@ def test_layer_vc_on_a_one_stage_vit_is_a_config_error(compose_run):
     cfg = compose_run("mae", "model.depth=1", "regularizers.layer_vc.weight=1")
     with pytest.raises(ConfigError, match="layer_vc.*only one"):
         build_model(cfg, 3, 32)
+
+
+def test_rotation_and_reconstruction_terms_on_known_inputs():
+    from reference_models.regularizers import reconstruction_loss, rotate_quarters, rotation_loss
+    x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).view(2, 1, 3, 3)
+    turned = rotate_quarters(x, torch.tensor([0, 1]))
+    assert torch.equal(turned[0], x[0]) and torch.equal(turned[1], torch.rot90(x[1], 1, dims=(1, 2)))
+    assert torch.equal(rotate_quarters(rotate_quarters(x, torch.tensor([3, 2])), torch.tensor([1, 2])), x)
+    k = torch.tensor([0, 1, 2, 3])
+    assert rotation_loss(torch.zeros(4, 4), k).item() == pytest.approx(math.log(4))        # chance
+    assert rotation_loss(100 * torch.eye(4), k).item() == pytest.approx(0.0, abs=1e-6)      # certain and right
+    images = torch.full((2, 3, 8, 8), 0.5)
+    assert reconstruction_loss(torch.full((2, 12), 0.5), images, 2).item() == pytest.approx(0.0)
+    assert reconstruction_loss(torch.zeros(2, 12), images, 2).item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("conf", ["simclr", "byol", "mae"])
+def test_auxiliary_heads_are_built_trained_and_weighted(compose_run, conf):
+    from autofix.build import build_model
+    cfg = compose_run(conf, "regularizers.rotation.weight=0.5", "regularizers.reconstruction.weight=2",
+                      "regularizers.reconstruction.size=4")
+    model = build_model(cfg, 3, 16).train()
+    assert set(model.aux_heads) == {"rotation", "reconstruction"}
+    in_groups = {id(p) for ps in model.param_groups().values() for p in ps}
+    assert all(id(p) in in_groups for p in model.aux_heads.parameters())   # the optimizer will train them
+    views = [torch.randn(8, 3, 16, 16) for _ in range(model.n_views)]
+    torch.manual_seed(0)
+    plain = model(views, 0.0)
+    torch.manual_seed(0)
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers)
+    assert out.loss.item() == pytest.approx((plain.loss + 0.5 * out.terms["reg_rotation"]
+                                             + 2 * out.terms["reg_reconstruction"]).item(), rel=1e-5)
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.aux_heads.parameters())
+    assert "aux_heads.rotation.weight" in model.state_dict()
+    assert not hasattr(build_model(compose_run(conf), 3, 16), "aux_heads")   # off: no head, nothing saved
