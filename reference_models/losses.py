@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, hard_negative_beta: float = 0.0,
-            queue: torch.Tensor | None = None) -> torch.Tensor:
+            queue: torch.Tensor | None = None, easy_positive_drop: float = 0.0) -> torch.Tensor:
     """NT-Xent / InfoNCE of SimCLR (Chen et al. 2020). Each of the 2N views has its twin as the positive
     and the other 2N-2 views as negatives; cosine similarities divided by the temperature.
 
@@ -17,7 +17,10 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, hard_n
     hard_negative_beta > 0 weights each negative by exp(beta * cosine), normalised to mean 1 over an
     anchor's negatives (Robinson et al. 2021's hard-negative sampling, without their debiasing): the
     negatives closest to the anchor count most. The weights are held constant in the backward pass; at 0,
-    or when all negatives are equally close, every weight is 1 and this is plain NT-Xent."""
+    or when all negatives are equally close, every weight is 1 and this is plain NT-Xent.
+    easy_positive_drop > 0 leaves out of the mean that share of the 2N rows whose positive is closest
+    (a pair's two rows share one cosine, so they go together): the loss is averaged over the harder
+    positives only, the catalog's "positive dropout: remove the easiest matches"."""
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     n, m = z1.shape[0], 2 * z1.shape[0]
     sim = z @ z.T
@@ -35,7 +38,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, hard_n
         scores = (hard_negative_beta * sim.detach()).masked_fill(~negative, float("-inf"))
         log_w = torch.log_softmax(scores, dim=1) + math.log(sim.shape[1] - 2)
         logits = logits + log_w.masked_fill(~negative, 0.0)
-    return F.cross_entropy(logits.masked_fill(itself, float("-inf")), targets)
+    if easy_positive_drop <= 0:
+        return F.cross_entropy(logits.masked_fill(itself, float("-inf")), targets)
+    per_row = F.cross_entropy(logits.masked_fill(itself, float("-inf")), targets, reduction="none")
+    keep = max(1, m - int(round(easy_positive_drop * m)))
+    hardest = (-sim[rows, targets].detach()).topk(keep).indices   # the lowest positive cosines
+    return per_row[hardest].mean()
 
 
 def nearest_neighbour_positives(z1: torch.Tensor, z2: torch.Tensor, support: torch.Tensor,

@@ -193,3 +193,14 @@ def test_vicreg_invariance_ramp_is_linear_over_its_warmup():
     from reference_models.methods.vicreg import invariance_ramp
     assert invariance_ramp(0.3, 0.0) == 1.0                       # off: full weight from the start
     assert [invariance_ramp(p, 0.2) for p in (0.0, 0.05, 0.1, 0.2, 0.9)] == pytest.approx([0, 0.25, 0.5, 1, 1])
+
+
+def test_easy_positive_drop_averages_over_the_hardest_pairs_only():
+    e = torch.eye(4)
+    z1, z2 = torch.stack([e[0], e[1]]), torch.stack([e[0], e[2]])   # pair 0 identical, pair 1 orthogonal
+    t = 0.5
+    # every similarity of pair 1's rows is 0: each is a 3-way tie, log 3
+    assert nt_xent(z1, z2, t, easy_positive_drop=0.5).item() == pytest.approx(math.log(3), rel=1e-6)
+    easy = math.log(math.exp(1 / t) + 2) - 1 / t
+    assert nt_xent(z1, z2, t).item() == pytest.approx((2 * easy + 2 * math.log(3)) / 4, rel=1e-6)
+    assert nt_xent(z1, z2, t, easy_positive_drop=0.9).item() == pytest.approx(math.log(3), rel=1e-6)  # >= 1 row

@@ -20,6 +20,8 @@ class SimCLRConfig:
     hard_negative_beta: float = bounded(0.0, 0.0, 50.0)  # > 0: weight negatives by exp(beta * cosine)
     queue_size: int = bounded(0, 0)       # > 0: keep this many past projector outputs as extra negatives
     nn_positives: bool = False            # NNCLR: each view's nearest neighbour in the queue stands in for it
+    easy_positive_drop: float = bounded(0.0, 0.0, 0.9)  # this share of the rows with the closest positives
+                                          # left out of the loss (positive dropout)
 
 
 class SimCLR(TwoViewMethod):
@@ -38,7 +40,8 @@ class SimCLR(TwoViewMethod):
         if self.cfg.nn_positives and queue is not None and len(queue):
             loss = nearest_neighbour_positives(z1, z2, queue, self.cfg.temperature)
         else:   # (NNCLR's first step, with nothing queued yet, is plain SimCLR)
-            loss = nt_xent(z1, z2, self.cfg.temperature, self.cfg.hard_negative_beta, queue)
+            loss = nt_xent(z1, z2, self.cfg.temperature, self.cfg.hard_negative_beta, queue,
+                           self.cfg.easy_positive_drop if self.training else 0.0)
         if self.cfg.queue_size and self.training:
             self._enqueue(torch.cat([z1, z2]).detach())
         return MethodOutput(loss, {"nt_xent": loss.detach()}, {"encoder": (h1, h2), "projector": (z1, z2)})
