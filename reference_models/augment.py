@@ -5,7 +5,8 @@ Python loop over samples. All randomness comes from a single ``torch.rand`` call
 caller's generator, so a fixed seed reproduces the same views exactly.
 
 Pipeline order (as in SimCLR): resized crop + horizontal flip -> colour jitter -> grayscale
--> Gaussian blur -> solarize. Ops whose probability (or strength) is zero are skipped
+-> Gaussian blur -> solarize, then (off by default) pixel noise, a box pasted from another image of
+the batch (CutMix without labels) and a box erased to noise (random erasing / cutout). Ops whose probability (or strength) is zero are skipped
 outright, so the identity config costs little more than a copy.
 
 Conventions worth knowing:
@@ -65,6 +66,9 @@ class AugmentConfig:
     solarize_p: float = bounded(0.0, 0.0, 1.0)
     solarize_threshold: float = bounded(0.5, 0.0, 1.0)
     noise_std: float = bounded(0.0, 0.0, 1.0)  # additive Gaussian pixel noise on every view, clipped to [0, 1]
+    mix_p: float = bounded(0.0, 0.0, 1.0)  # paste a box from another image of the batch (CutMix, no labels)
+    erase_p: float = bounded(0.0, 0.0, 1.0)  # overwrite a box with uniform noise (random erasing / cutout)
+    box_scale: tuple[float, float] = pair((0.1, 0.33))  # the box's area fraction, for mix and erase
     second_view_strength: float = bounded(1.0, 0.0, 1.0)  # the second view at this strength of the rest
                                            # (at_strength): 1 = both views alike, lower = a strong/weak pair
 
@@ -112,7 +116,8 @@ def at_strength(cfg: AugmentConfig, strength: float) -> AugmentConfig:
     return replace(cfg, crop_scale=(toward(1.0, lo), toward(1.0, hi)), crop_ratio=(toward(1.0, rlo), toward(1.0, rhi)),
                    flip_p=a * cfg.flip_p, jitter_p=a * cfg.jitter_p, brightness=a * cfg.brightness,
                    contrast=a * cfg.contrast, saturation=a * cfg.saturation, hue=a * cfg.hue, gray_p=a * cfg.gray_p,
-                   blur_p=a * cfg.blur_p, solarize_p=a * cfg.solarize_p, noise_std=a * cfg.noise_std)
+                   blur_p=a * cfg.blur_p, solarize_p=a * cfg.solarize_p, noise_std=a * cfg.noise_std,
+                   mix_p=a * cfg.mix_p, erase_p=a * cfg.erase_p)
 
 
 def _hue_basis() -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +154,7 @@ class BatchAugment(torch.nn.Module):
         self._do_solarize = cfg.solarize_p > 0
         self._any = (
             not self._crop_trivial or cfg.flip_p > 0 or self._do_jitter or self._do_gray or self._do_blur or self._do_solarize
-            or cfg.noise_std > 0
+            or cfg.noise_std > 0 or cfg.mix_p > 0 or cfg.erase_p > 0
         )
         # Small constants cached per (device, dtype) so GPU calls don't re-upload them every step.
         self._consts: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
@@ -213,7 +218,34 @@ class BatchAugment(torch.nn.Module):
         if cfg.noise_std > 0:
             noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
             y.add_(noise, alpha=cfg.noise_std).clamp_(0.0, 1.0)
+        if cfg.mix_p > 0 or cfg.erase_p > 0:
+            y = self._boxes(y, generator)
         return y.to(in_dtype)
+
+    def _boxes(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Per sample, with mix_p a square box taken from the next image of the (shuffled) batch, then with
+        erase_p another box filled with uniform noise. Drawn apart from the main block of uniforms, so
+        turning these on leaves every other op's draws as they were."""
+        cfg, (n, _, hh, ww) = self.cfg, y.shape
+        u = torch.rand(n, 2, 4, generator=generator, device=y.device, dtype=y.dtype)
+        rows = torch.arange(hh, device=y.device, dtype=y.dtype).view(1, hh, 1)
+        cols = torch.arange(ww, device=y.device, dtype=y.dtype).view(1, 1, ww)
+
+        def box(k: int, p: float) -> torch.Tensor:
+            lo, hi = cfg.box_scale
+            side = torch.sqrt(lo + (hi - lo) * u[:, k, 0])      # a fraction of each image side
+            top = u[:, k, 1] * (1.0 - side) * hh
+            left = u[:, k, 2] * (1.0 - side) * ww
+            inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + side * hh).view(n, 1, 1))
+                      & (cols >= left.view(n, 1, 1)) & (cols < (left + side * ww).view(n, 1, 1)))
+            return (inside & (u[:, k, 3] < p).view(n, 1, 1)).unsqueeze(1)
+
+        if cfg.mix_p > 0:
+            y = torch.where(box(0, cfg.mix_p), y.roll(1, dims=0), y)
+        if cfg.erase_p > 0:
+            noise = torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            y = torch.where(box(1, cfg.erase_p), noise, y)
+        return y
 
     # -- geometry ---------------------------------------------------------------------------
 
@@ -343,7 +375,9 @@ def _spare_for(y: torch.Tensor, spare: list) -> torch.Tensor:
 def check_config(cfg: AugmentConfig, prefix: str = "") -> None:
     """Raise FieldError (a ValueError) naming the first invalid setting."""
     validate(cfg, prefix)  # ranges declared on the fields
-    for name in ("crop_scale", "crop_ratio", "blur_sigma"):
+    if cfg.box_scale[1] > 1:
+        raise FieldError(f"{prefix}box_scale: the upper end is an area fraction, at most 1, got {list(cfg.box_scale)}")
+    for name in ("crop_scale", "crop_ratio", "blur_sigma", "box_scale"):
         if getattr(cfg, name)[0] <= 0:
             raise FieldError(f"{prefix}{name}: the lower end must be positive, got {list(getattr(cfg, name))}")
     if cfg.blur_kernel % 2 == 0:

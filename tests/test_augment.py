@@ -353,3 +353,28 @@ def test_at_strength_interpolates_from_the_identity_to_the_config():
     assert half.flip_p == 0.25 and half.brightness == pytest.approx(0.2) and half.noise_std == pytest.approx(0.05)
     x = torch.rand(8, 3, 12, 12, generator=gen(1))
     assert torch.equal(BatchAugment(zero)(x, gen(2)), x)       # strength 0 leaves the images alone
+
+
+def test_region_mix_pastes_one_box_from_the_neighbouring_image_and_erasing_fills_one_with_noise():
+    # image i is the constant i/10: every changed pixel shows where it came from
+    x = torch.arange(8, dtype=torch.float32).div(10).view(8, 1, 1, 1).expand(8, 3, 16, 16).contiguous()
+    mixed = BatchAugment(cfg(mix_p=1.0, box_scale=(0.25, 0.25)))(x, gen(0))
+    for i in range(8):
+        changed = (mixed[i] != x[i]).any(0)
+        assert changed.sum().item() == 64                          # an 8x8 box: a quarter of the area
+        rows, cols = changed.nonzero().T
+        assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7
+        assert torch.all(mixed[i][:, changed] == x[i - 1, 0, 0, 0])  # from the previous image of the batch
+    erased = BatchAugment(cfg(erase_p=1.0, box_scale=(0.25, 0.25)))(x, gen(0))
+    changed = erased != x
+    assert changed.flatten(1).sum(1).eq(3 * 64).all() and 0.4 < erased[changed].mean().item() < 0.6  # uniform
+    assert torch.equal(BatchAugment(cfg(mix_p=1e-9, erase_p=1e-9))(x, gen(0)), x)   # drawn but not applied
+    # switched on, the other ops' draws stay what they were: outside its box each view is unchanged
+    from dataclasses import replace
+    photos = torch.rand(8, 3, 16, 16, generator=gen(4))
+    plain = BatchAugment(simclr_cfg())(photos, gen(3))
+    boxed = BatchAugment(replace(simclr_cfg(), mix_p=1.0))(photos, gen(3))
+    differs = (plain != boxed).any(1).flatten(1).sum(1)
+    assert (differs > 0).all() and (differs <= 0.33 * 256 + 16).all()
+    with pytest.raises(ValueError, match="box_scale"):
+        BatchAugment(cfg(box_scale=(0.5, 1.5)))
