@@ -10,6 +10,7 @@ from reference_models.backbones import BackboneConfig, build_backbone
 from reference_models.data import ImageDataset, load_dataset
 from reference_models.data.corrupt import with_colour_cast
 from reference_models.heads import HeadConfig
+from reference_models.layers import use_ghost_batchnorm
 from reference_models.methods import METHODS, SSLMethod, build_method
 from reference_models.regularizers import TOKEN_TERMS, build_aux_heads, record_stage_outputs
 
@@ -45,6 +46,9 @@ def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
             raise ConfigError(str(e)) from None
     model = build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
                          _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
+    if cfg.model.bn_groups > 1:
+        use_ghost_batchnorm(model, cfg.model.bn_groups)   # the whole model: heads and a momentum target too
+    model.shuffle_bn = cfg.model.shuffle_bn
     heads = build_aux_heads(cfg.regularizers, backbone.out_dim, channels)
     if heads is not None:
         model.aux_heads = heads   # trained with the network (the optimizer's head group), saved with it

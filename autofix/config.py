@@ -259,6 +259,9 @@ def validate(run: RunConfig) -> None:
     if getattr(run.method, "nn_positives", False) and not getattr(run.method, "queue_size", 0):
         raise ConfigError("method.nn_positives: true needs method.queue_size > 0 (the queue the nearest "
                           "neighbours are drawn from), e.g. method.queue_size=1024")
+    if run.model.shuffle_bn and run.model.bn_groups < 2:
+        raise ConfigError("model.shuffle_bn: true needs model.bn_groups >= 2 (with one group the batch statistics "
+                          "do not depend on the order), e.g. model.bn_groups=4")
     if getattr(run.method, "mask_block", 1) > 1:
         from reference_models.methods.mae import block_sides
 

@@ -109,3 +109,36 @@ def sincos_pos_embed(n_side: int, dim: int) -> torch.Tensor:
 
 __all__ = ["NORMS", "ACTIVATIONS", "INITS", "activation", "norm1d", "norm2d", "init_weights",
            "DropPath", "sincos_pos_embed"]
+
+
+class _GhostBatchNorm:
+    """BatchNorm whose training statistics come from `ghost_groups` sub-batches, each normalised by its own
+    mean and variance (ghost batch norm, Hoffer et al. 2017); evaluation uses the running statistics as
+    usual. The running statistics take one update per sub-batch."""
+    ghost_groups: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.ghost_groups > 1 and x.shape[0] >= self.ghost_groups:
+            plain = super().forward   # (a comprehension cannot call the zero-argument super)
+            return torch.cat([plain(part) for part in x.tensor_split(self.ghost_groups)])
+        return super().forward(x)
+
+
+class GhostBatchNorm1d(_GhostBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class GhostBatchNorm2d(_GhostBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+def use_ghost_batchnorm(model: nn.Module, groups: int) -> int:
+    """Turn every BatchNorm of `model` into its ghost version with `groups` sub-batches, in place (the same
+    parameters and buffers, so checkpoints load either way). Returns how many were turned."""
+    turned = 0
+    for m in model.modules():
+        for plain, ghost in ((nn.BatchNorm1d, GhostBatchNorm1d), (nn.BatchNorm2d, GhostBatchNorm2d)):
+            if type(m) in (plain, ghost):
+                m.__class__, m.ghost_groups = ghost, groups
+                turned += 1
+    return turned

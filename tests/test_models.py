@@ -1,4 +1,5 @@
 """Backbones, heads and the config knobs the catalog's fixes turn."""
+import math
 import pytest
 import torch
 from torch import nn
@@ -195,3 +196,38 @@ def test_mae_num_masks_averages_over_masks_and_a_block_that_does_not_tile_is_ref
     assert any(blocky) and not all(blocky)           # sides 1 and 2 drawn step by step
     with pytest.raises(ValueError, match="mask_block=3 does not tile the 4x4 patch grid; valid: 1, 2, 4"):
         MAE(vit(), MAEConfig(mask_block=3))
+
+
+def test_ghost_batchnorm_normalises_each_sub_batch_on_its_own():
+    from reference_models.layers import GhostBatchNorm1d, use_ghost_batchnorm
+    net = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1, affine=False))
+    assert use_ghost_batchnorm(net, 2) == 1 and isinstance(net[1], GhostBatchNorm1d)
+    bn = net[1]
+    x = torch.tensor([[0.0], [2.0], [10.0], [12.0]])
+    assert bn(x).flatten().tolist() == pytest.approx([-1, 1, -1, 1], abs=1e-4)   # per pair: mean, then std 1
+    bn.ghost_groups = 1
+    assert bn(x).flatten()[0].item() == pytest.approx(-6 / math.sqrt(26), abs=1e-4)   # the whole batch: mean 6
+    assert bn.num_batches_tracked.item() == 3                                        # one update per sub-batch
+    bn.eval()
+    assert torch.allclose(bn(x), (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps), atol=1e-6)
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"}
+
+
+def test_shuffled_second_view_meets_other_company_in_ghost_batchnorm_and_is_put_back_in_order(compose_run):
+    from autofix.build import build_model
+    from autofix.errors import ConfigError
+    x = torch.randn(8, 3, 16, 16)
+    torch.manual_seed(0)
+    plain = build_model(compose_run("simclr", "model.bn_groups=2"), 3, 16).train()
+    (h1, h2), _ = plain.embed([x, x])
+    assert torch.allclose(h1, h2)                     # same images, same sub-batches: the same features
+    plain.shuffle_bn = True
+    (h1, h2), (z1, z2) = plain.embed([x, x])
+    assert not torch.allclose(h1, h2, atol=1e-3)       # other company in the sub-batches
+    free = build_model(compose_run("byol", "model.norm=none", "model.projector.norm=none",
+                                   "model.predictor.norm=none", "model.bn_groups=2", "model.shuffle_bn=true"), 3, 16)
+    (h1, h2), (z1, z2) = free.train().embed([x, x])   # no batch norm: shuffling and putting back change nothing
+    assert torch.allclose(h1, h2, atol=1e-6) and torch.allclose(z1, z2, atol=1e-6)
+    assert torch.allclose(free._target(x), free.shuffled(free._target, x), atol=1e-6)
+    with pytest.raises(ConfigError, match="shuffle_bn: true needs model.bn_groups >= 2"):
+        compose_run("simclr", "model.shuffle_bn=true")

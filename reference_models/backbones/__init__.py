@@ -35,6 +35,9 @@ class BackboneConfig:
     qk_norm: bool = False                  # ViT only: LayerNorm on queries and keys (Dehghani et al. 2023)
     head_drop: float = bounded(0.0, 0.0, 0.9)    # ViT only: chance that a head's output is dropped in training
     weight_norm: str = choice("none", ("none", "weight", "spectral"))  # reparametrise every conv/linear weight
+    bn_groups: int = bounded(1, 1, 64)     # BatchNorm statistics per this many sub-batches (ghost BN); heads too
+    shuffle_bn: bool = False               # two-view methods: the second view encoded in a shuffled order, so
+                                           # with bn_groups > 1 its sub-batches differ from the first's
 
 
 def build_backbone(cfg: BackboneConfig, in_channels: int = 3, image_size: int = 32) -> nn.Module:

@@ -52,7 +52,25 @@ class TwoViewMethod(SSLMethod):
         super().__init__(backbone)
         self.projector = mlp(backbone.out_dim, projector)
 
+    shuffle_bn: bool = False   # the second view goes through in a shuffled order (set by the builder)
+
     def embed(self, views: list[torch.Tensor]):
         """(encoder outputs, projector outputs) of the two views."""
-        h1, h2 = (self.backbone(v) for v in views)
-        return (h1, h2), (self.projector(h1), self.projector(h2))
+        h1, z1 = self._encode_project(views[0])
+        h2, z2 = self.shuffled(self._encode_project, views[1])
+        return (h1, h2), (z1, z2)
+
+    def _encode_project(self, x: torch.Tensor):
+        h = self.backbone(x)
+        return h, self.projector(h)
+
+    def shuffled(self, fn, x: torch.Tensor):
+        """fn(x), computed on the batch in a random order and put back: with ghost batch norm, the second
+        view of an image is normalised among other images than its first view (MoCo's shuffling BN), so
+        batch statistics cannot tell the network which views belong together."""
+        if not (self.shuffle_bn and self.training):
+            return fn(x)
+        order = torch.randperm(x.shape[0], device=x.device)
+        back = order.argsort()
+        out = fn(x[order])
+        return tuple(o[back] for o in out) if isinstance(out, tuple) else out[back]

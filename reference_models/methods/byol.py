@@ -60,7 +60,7 @@ class BYOL(TwoViewMethod):
     def forward(self, views, progress):
         (h1, h2), (z1, z2) = self.embed(views)
         p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.cfg.use_predictor else (z1, z2)
-        t1, t2 = self._target(views[0]), self._target(views[1])
+        t1, t2 = self._target(views[0]), self.shuffled(self._target, views[1])
         loss = (negative_cosine(p1, t2) + negative_cosine(p2, t1)) / 2
         return MethodOutput(loss, {"regression": loss.detach()},
                             {"encoder": (h1, h2), "projector": (z1, z2), "target": (t1.detach(), t2.detach())})
