@@ -97,6 +97,8 @@ class TrainerConfig:
     batch_size: int = bounded(128, 2)
     accum_steps: int = bounded(1, 1)
     grad_clip: float = bounded(0.0, 0.0)      # max global grad norm; 0 = off
+    pcgrad: bool = False                      # gradient surgery between the loss's terms (VICReg's three,
+                                              # each active regularizer): conflicting components removed
     freeze_backbone_steps: int = bounded(0, 0)  # the backbone takes no update before this step (heads warm up)
     freeze_layers: int = bounded(0, 0)        # the backbone's first N stages (stem/patch embedding, then
                                               # blocks, input first) take no update for the whole run

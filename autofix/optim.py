@@ -131,3 +131,19 @@ def build_scheduler(optimizer, max_steps: int, cfg: OptimizerConfig, start_step:
             group.setdefault("initial_lr", group["lr"])
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, max_steps, cfg),
                                              last_epoch=start_step - 1)
+
+
+def pcgrad(grads: list[torch.Tensor]) -> torch.Tensor:
+    """Gradient surgery (PCGrad, Yu et al. 2020) on flat gradients, one per loss term: each term's gradient
+    loses its component along every other term's (original) gradient it conflicts with (negative dot
+    product), and the results are summed. Terms that do not conflict add up as they are. The others are
+    taken in a fixed order (the paper shuffles them), so a run stays reproducible."""
+    out = torch.zeros_like(grads[0])
+    for i, g in enumerate(grads):
+        g = g.clone()
+        for j, other in enumerate(grads):
+            dot = torch.dot(g, other)
+            if j != i and dot < 0:
+                g -= dot / other.pow(2).sum().clamp_min(1e-20) * other
+        out += g
+    return out

@@ -17,7 +17,7 @@ from reference_models.regularizers import apply_regularizers
 from . import checkpoint as ckpt
 from .build import build_augment, build_model, load_data, pick_device
 from .config import RunConfig, flatten
-from .optim import build_optimizer, build_scheduler, set_weight_decay
+from .optim import build_optimizer, build_scheduler, pcgrad, set_weight_decay
 from .probes import extract_features, knn_accuracy, linear_probe_accuracy
 from .progress import TrainProgress
 from .tracking import Tracker
@@ -159,7 +159,10 @@ class Trainer:
             with autocast:
                 out = apply_regularizers(self.model, views, self.model(views, progress), self.cfg.regularizers,
                                          self.step)
-            self.scaler.scale(out.loss / t.accum_steps).backward()
+            if t.pcgrad and len(out.parts) > 1:
+                self._surgery_backward(out.parts, t.accum_steps)
+            else:
+                self.scaler.scale(out.loss / t.accum_steps).backward()
         grad_norm = None
         for p in self._frozen_params():
             p.grad = None  # no gradient, so no update and no weight decay either
@@ -173,6 +176,23 @@ class Trainer:
         self.scheduler.step()
         self.model.after_optimizer_step((self.step + 1) / t.max_steps)
         return out, grad_norm
+
+    def _surgery_backward(self, parts: dict, accum_steps: int) -> None:
+        """trainer.pcgrad: one gradient per loss term, the conflicting components removed (optim.pcgrad),
+        added into .grad as a plain backward would."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        flat, used = [], [False] * len(params)
+        for part in parts.values():
+            gs = torch.autograd.grad(self.scaler.scale(part / accum_steps), params, retain_graph=True,
+                                     allow_unused=True)
+            used = [u or g is not None for u, g in zip(used, gs)]
+            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, params)]))
+        combined, start = pcgrad(flat), 0
+        for p, u in zip(params, used):
+            g = combined[start:start + p.numel()].view_as(p)
+            start += p.numel()
+            if u:   # a parameter no term reaches keeps no gradient, as after a plain backward
+                p.grad = g.clone() if p.grad is None else p.grad + g
 
     def _frozen_params(self) -> list:
         t = self.cfg.trainer

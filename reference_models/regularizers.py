@@ -343,6 +343,7 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
     if not active:
         return out
     loss, terms = out.loss, dict(out.terms)
+    parts = dict(out.parts) or {"method": out.loss}
     recorded = []
     if cfg.needs_internals():
         # (attention maps per block, final tokens) of each training forward since the last step
@@ -410,7 +411,8 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                 value = consistency_loss(zs[0], noisy)
         ramp = min(1.0, (step + 1) / c.ramp_steps) if c.ramp_steps else 1.0
         loss = loss + ramp * c.weight * value
+        parts[f"reg_{name}"] = ramp * c.weight * value
         terms[f"reg_{name}"] = value.detach()
     if stage_outputs:
         model.backbone.stage_outputs = []   # what the consistency term's extra forward recorded
-    return MethodOutput(loss, terms, out.embeddings)
+    return MethodOutput(loss, terms, out.embeddings, parts)

@@ -140,3 +140,40 @@ def test_radam_is_built_with_decoupled_decay():
     model.weight.grad, model.bias.grad = torch.zeros_like(model.weight), torch.zeros_like(model.bias)
     opt.step()   # a zero gradient: only the decoupled decay moves the weights, by lr x wd
     assert torch.allclose(model.weight, w * (1 - 0.01 * 0.1))
+
+
+def test_pcgrad_removes_only_conflicting_components():
+    from autofix.optim import pcgrad
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    assert torch.equal(pcgrad([a, b]), a + b)                      # orthogonal: a plain sum
+    g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])   # dot -1: each loses its part along the other
+    # g1 - (-1/2) g2 = [0.5, 0.5]; g2 - (-1/1) g1 = [0, 1]
+    assert torch.allclose(pcgrad([g1, g2]), torch.tensor([0.5, 1.5]))
+    assert torch.equal(pcgrad([g1]), g1)
+
+
+def test_gradient_surgery_step_adds_up_like_a_plain_backward_when_terms_agree(compose_run, tmp_path):
+    """Two halves of one loss never conflict: the surgery's gradients are a plain backward's, parameter by
+    parameter. VICReg's three terms do conflict, and trainer.pcgrad then changes the step's gradients."""
+    from autofix.trainer import Trainer
+
+    cfg = compose_run("vicreg", "trainer.max_steps=1", "monitor.enabled=false")
+    trainer = Trainer(cfg, tmp_path / "a")
+    views = trainer.views()
+    out = trainer.model(views, 0.0)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    out.loss.backward(retain_graph=True)
+    plain = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer._surgery_backward({"a": out.loss / 2, "b": out.loss / 2}, accum_steps=1)
+    halves = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert len(halves) == len(plain) and all(torch.allclose(h, g, atol=1e-6) for h, g in zip(halves, plain))
+
+    def step_grads(*overrides):
+        t = Trainer(compose_run("vicreg", "trainer.max_steps=1", "monitor.enabled=false", *overrides),
+                    tmp_path / "_".join(overrides or ("plain",)))
+        t.train_step()
+        return torch.cat([p.grad.flatten() for p in t.model.parameters() if p.grad is not None])
+
+    plain_step, surgery_step = step_grads(), step_grads("trainer.pcgrad=true")
+    assert surgery_step.shape == plain_step.shape and not torch.allclose(surgery_step, plain_step, atol=1e-6)

@@ -15,6 +15,8 @@ class MethodOutput:
     loss: torch.Tensor                       # the scalar to minimise
     terms: dict[str, torch.Tensor]           # named (unweighted) loss terms, for logging
     embeddings: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)  # per view, for monitors
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # the weighted terms `loss` sums (with their
+                                             # graphs), where it sums several: for gradient surgery
 
 
 class SSLMethod(nn.Module):

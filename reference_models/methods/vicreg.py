@@ -38,7 +38,9 @@ class VICReg(TwoViewMethod):
         if self.cfg.normalize:
             z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
         c = self.cfg
-        loss, terms = vicreg(z1, z2, c.inv_weight * invariance_ramp(progress, c.inv_warmup), c.var_weight,
-                             c.cov_weight, c.gamma)
+        inv_weight = c.inv_weight * invariance_ramp(progress, c.inv_warmup)
+        loss, terms = vicreg(z1, z2, inv_weight, c.var_weight, c.cov_weight, c.gamma)
+        weights = {"invariance": inv_weight, "variance": c.var_weight, "covariance": c.cov_weight}
         return MethodOutput(loss, {k: v.detach() for k, v in terms.items()},
-                            {"encoder": (h1, h2), "projector": (z1, z2)})
+                            {"encoder": (h1, h2), "projector": (z1, z2)},
+                            {k: weights[k] * v for k, v in terms.items() if weights[k]})
