@@ -121,6 +121,9 @@ class TrainerConfig:
     fork_perturb: float = bounded(0.0, 0.0)       # weights become shrink * w + perturb * a fresh Kaiming draw
     augment_warmup_steps: int = bounded(0, 0)  # views ramp from the identity to the configured augmentation
                                               # over these steps (a curriculum); 0 = full strength from step 0
+    augment_cycle_steps: int = bounded(0, 0)   # > 0: after the warm-up the views' strength swings between
+    augment_cycle_low: float = bounded(0.3, 0.0, 1.0)  # full and this along a cosine of this period (hard
+                                              # and easy views alternating); 0 = always full strength
     stop_at: int = bounded(0, 0)              # end the run at this step (0 = max_steps); the schedule still
                                               # follows max_steps, as in the run it was forked from
     progress: bool = True

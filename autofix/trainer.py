@@ -1,6 +1,7 @@
 """The training loop: one readable loop with checkpoints, probes, tracking and a hook for monitors."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -139,11 +140,21 @@ class Trainer:
 
     def _augment_now(self) -> BatchAugment:
         """The configured augmentation, or during trainer.augment_warmup_steps a weaker one: strength rises
-        in ten stages from a tenth to full (at_strength), each built once."""
-        warmup = self.cfg.trainer.augment_warmup_steps
+        in ten stages from a tenth to full (at_strength), each built once. After it, with
+        trainer.augment_cycle_steps, strength swings between full and augment_cycle_low along a cosine,
+        in tenths."""
+        t = self.cfg.trainer
+        warmup = t.augment_warmup_steps
         if self.step >= warmup:
-            return self.augment
-        level = min(self.step * 10 // warmup + 1, 10) / 10
+            if not t.augment_cycle_steps:
+                return self.augment
+            phase = (self.step - warmup) % t.augment_cycle_steps / t.augment_cycle_steps
+            swing = 1.0 - (1.0 - t.augment_cycle_low) * 0.5 * (1.0 - math.cos(2 * math.pi * phase))
+            level = round(swing * 10) / 10
+            if level >= 1.0:
+                return self.augment
+        else:
+            level = min(self.step * 10 // warmup + 1, 10) / 10
         if self._ramp is None or self._ramp[0] != level:
             self._ramp = (level, BatchAugment(at_strength(self.augment.cfg, level)))
         return self._ramp[1]

@@ -210,6 +210,21 @@ def test_augment_warmup_weakens_the_views_early_and_reaches_the_configured_ones(
     assert trainer._augment_now() is trainer.augment
 
 
+def test_augment_cycle_swings_the_views_between_full_and_low_strength(compose_run, tmp_path):
+    from autofix.trainer import Trainer
+    trainer = Trainer(compose_run("simclr", "trainer.max_steps=100", "trainer.augment_warmup_steps=10",
+                                  "trainer.augment_cycle_steps=40", "trainer.augment_cycle_low=0.2"), tmp_path)
+    flip = trainer.augment.cfg.flip_p
+    strength = {}
+    for step in (10, 20, 30, 50, 90):
+        trainer.step = step
+        strength[step] = trainer._augment_now().cfg.flip_p / flip
+    # 10 steps after the warm-up: a quarter period, halfway down (0.6); half a period: the low; a period: full
+    assert strength == pytest.approx({10: 1.0, 20: 0.6, 30: 0.2, 50: 1.0, 90: 1.0})
+    trainer.step = 30
+    assert trainer._augment_now() is trainer._augment_now()          # each level built once
+
+
 def test_a_weaker_second_view_makes_a_strong_weak_pair(compose_run, tmp_path):
     from autofix.trainer import Trainer
     trainer = Trainer(compose_run("simclr", "trainer.max_steps=10", "augment.second_view_strength=0.0"), tmp_path)
