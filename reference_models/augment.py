@@ -6,7 +6,8 @@ caller's generator, so a fixed seed reproduces the same views exactly.
 
 Pipeline order (as in SimCLR): resized crop + horizontal flip -> colour jitter -> grayscale
 -> Gaussian blur -> solarize, then (off by default) pixel noise, a box pasted from another image of
-the batch (CutMix without labels) and a box erased to noise (random erasing / cutout). Ops whose probability (or strength) is zero are skipped
+the batch (CutMix without labels), a box erased to noise (random erasing / cutout) and a lower
+resolution (downsampled and resized back). Ops whose probability (or strength) is zero are skipped
 outright, so the identity config costs little more than a copy.
 
 Conventions worth knowing:
@@ -69,6 +70,8 @@ class AugmentConfig:
     mix_p: float = bounded(0.0, 0.0, 1.0)  # paste a box from another image of the batch (CutMix, no labels)
     erase_p: float = bounded(0.0, 0.0, 1.0)  # overwrite a box with uniform noise (random erasing / cutout)
     box_scale: tuple[float, float] = pair((0.1, 0.33))  # the box's area fraction, for mix and erase
+    lowres_p: float = bounded(0.0, 0.0, 1.0)  # shown at a lower resolution: downsampled, then resized back
+    lowres_scale: tuple[float, float] = pair((0.25, 0.5))  # the side's fraction it is downsampled to (one per batch)
     second_view_strength: float = bounded(1.0, 0.0, 1.0)  # the second view at this strength of the rest
                                            # (at_strength): 1 = both views alike, lower = a strong/weak pair
 
@@ -117,7 +120,7 @@ def at_strength(cfg: AugmentConfig, strength: float) -> AugmentConfig:
                    flip_p=a * cfg.flip_p, jitter_p=a * cfg.jitter_p, brightness=a * cfg.brightness,
                    contrast=a * cfg.contrast, saturation=a * cfg.saturation, hue=a * cfg.hue, gray_p=a * cfg.gray_p,
                    blur_p=a * cfg.blur_p, solarize_p=a * cfg.solarize_p, noise_std=a * cfg.noise_std,
-                   mix_p=a * cfg.mix_p, erase_p=a * cfg.erase_p)
+                   mix_p=a * cfg.mix_p, erase_p=a * cfg.erase_p, lowres_p=a * cfg.lowres_p)
 
 
 def _hue_basis() -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +157,7 @@ class BatchAugment(torch.nn.Module):
         self._do_solarize = cfg.solarize_p > 0
         self._any = (
             not self._crop_trivial or cfg.flip_p > 0 or self._do_jitter or self._do_gray or self._do_blur or self._do_solarize
-            or cfg.noise_std > 0 or cfg.mix_p > 0 or cfg.erase_p > 0
+            or cfg.noise_std > 0 or cfg.mix_p > 0 or cfg.erase_p > 0 or cfg.lowres_p > 0
         )
         # Small constants cached per (device, dtype) so GPU calls don't re-upload them every step.
         self._consts: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
@@ -220,7 +223,21 @@ class BatchAugment(torch.nn.Module):
             y.add_(noise, alpha=cfg.noise_std).clamp_(0.0, 1.0)
         if cfg.mix_p > 0 or cfg.erase_p > 0:
             y = self._boxes(y, generator)
+        if cfg.lowres_p > 0:
+            y = self._low_resolution(y, generator)
         return y.to(in_dtype)
+
+    def _low_resolution(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """With lowres_p, a sample is area-downsampled to a fraction of its side (one fraction per call, from
+        lowres_scale) and resized back: the same picture at a lower resolution (resolution jitter)."""
+        n, _, hh, ww = y.shape
+        u = torch.rand(n + 1, generator=generator, device=y.device, dtype=torch.float32).cpu()
+        lo, hi = self.cfg.lowres_scale
+        frac = lo + (hi - lo) * float(u[0])
+        chosen = (u[1:] < self.cfg.lowres_p).to(y.device)
+        small = F.interpolate(y, size=(max(2, round(hh * frac)), max(2, round(ww * frac))), mode="area")
+        back = F.interpolate(small, size=(hh, ww), mode="bilinear", align_corners=False)
+        return torch.where(chosen.view(n, 1, 1, 1), back, y)
 
     def _boxes(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Per sample, with mix_p a square box taken from the next image of the (shuffled) batch, then with
@@ -375,9 +392,12 @@ def _spare_for(y: torch.Tensor, spare: list) -> torch.Tensor:
 def check_config(cfg: AugmentConfig, prefix: str = "") -> None:
     """Raise FieldError (a ValueError) naming the first invalid setting."""
     validate(cfg, prefix)  # ranges declared on the fields
+    if cfg.lowres_scale[1] > 1:
+        raise FieldError(f"{prefix}lowres_scale: the upper end is a fraction of the side, at most 1, got "
+                         f"{list(cfg.lowres_scale)}")
     if cfg.box_scale[1] > 1:
         raise FieldError(f"{prefix}box_scale: the upper end is an area fraction, at most 1, got {list(cfg.box_scale)}")
-    for name in ("crop_scale", "crop_ratio", "blur_sigma", "box_scale"):
+    for name in ("crop_scale", "crop_ratio", "blur_sigma", "box_scale", "lowres_scale"):
         if getattr(cfg, name)[0] <= 0:
             raise FieldError(f"{prefix}{name}: the lower end must be positive, got {list(getattr(cfg, name))}")
     if cfg.blur_kernel % 2 == 0:

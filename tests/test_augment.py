@@ -378,3 +378,18 @@ def test_region_mix_pastes_one_box_from_the_neighbouring_image_and_erasing_fills
     assert (differs > 0).all() and (differs <= 0.33 * 256 + 16).all()
     with pytest.raises(ValueError, match="box_scale"):
         BatchAugment(cfg(box_scale=(0.5, 1.5)))
+
+
+def test_low_resolution_view_is_the_image_downsampled_and_resized_back():
+    x = torch.rand(6, 3, 16, 16, generator=gen(5))
+    low = BatchAugment(cfg(lowres_p=1.0, lowres_scale=(0.5, 0.5)))(x, gen(0))
+    expected = F.interpolate(F.interpolate(x, size=(8, 8), mode="area"), size=(16, 16), mode="bilinear",
+                             align_corners=False)
+    assert torch.allclose(low, expected, atol=1e-6)
+    # a 2x2-constant image survives the round trip except at the bilinear resize's borders
+    blocks = torch.rand(2, 3, 8, 8, generator=gen(6)).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    again = BatchAugment(cfg(lowres_p=1.0, lowres_scale=(0.5, 0.5)))(blocks, gen(0))
+    assert (again - blocks).abs().mean() < (low - x).abs().mean()
+    assert torch.equal(BatchAugment(cfg(lowres_p=1e-9))(x, gen(0)), x)
+    with pytest.raises(ValueError, match="lowres_scale"):
+        BatchAugment(cfg(lowres_scale=(0.5, 2.0)))
