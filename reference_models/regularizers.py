@@ -76,6 +76,13 @@ def consistency_loss(z: torch.Tensor, z_noisy: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(z.float(), z_noisy.float(), dim=1).mean()
 
 
+def overalignment_loss(z1: torch.Tensor, z2: torch.Tensor, margin: float = 0.9) -> torch.Tensor:
+    """Mean of relu(cos(z1_i, z2_i) - margin) over the pairs: 0 while every pair of views is at most
+    `margin` alike, growing as pairs coincide (1 - margin when identical). A cap on alignment, where
+    the methods' own losses only pull pairs together."""
+    return F.relu(F.cosine_similarity(z1.float(), z2.float(), dim=1) - margin).mean()
+
+
 def repulsion_loss(z: torch.Tensor) -> torch.Tensor:
     """Mean over rows of the cosine to the nearest other row: 1 when rows coincide, 0 when all are
     orthogonal, so minimising it pushes each embedding away from its closest neighbour."""
@@ -211,6 +218,11 @@ class AttentionEntropyReg(Term):
 
 
 @dataclass
+class OveralignmentReg(BranchTerm):
+    margin: float = bounded(0.9, -1.0, 1.0)    # positive cosine above which a pair is penalised
+
+
+@dataclass
 class LayerVCReg(Term):
     gamma: float = bounded(1.0, 0.0)           # target std per channel of each layer's pooled output
     cov_ratio: float = bounded(0.04, 0.0)      # weight of the covariance part against the variance hinge
@@ -259,6 +271,7 @@ class RegularizersConfig:
     anchor: AnchorReg = field(default_factory=AnchorReg)    # embeddings kept near a recent snapshot's
     view_covariance: BranchTerm = field(default_factory=BranchTerm)  # the two views' covariances matched
     layer_vc: LayerVCReg = field(default_factory=LayerVCReg)  # variance/covariance on every intermediate stage
+    overalignment: OveralignmentReg = field(default_factory=OveralignmentReg)  # positives capped at a cosine
     rotation: Term = field(default_factory=Term)            # predict each image's quarter turns from its features
     reconstruction: ReconstructionReg = field(default_factory=ReconstructionReg)  # decode a small image from them
 
@@ -398,12 +411,16 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                 value = per_view(lambda z: feature_norm_loss(z, c.target), zs)
             elif name == "repulsion":
                 value = per_view(repulsion_loss, zs)
-            elif name in ("anchor", "view_covariance"):
+            elif name in ("anchor", "view_covariance", "overalignment"):
                 if len(zs) < 2:
                     raise ValueError(f"regularizers.{name} acts on the two views of a joint-embedding method "
                                      "(simclr, byol, vicreg)")
-                value = (anchor_loss(zs[0], anchor_embeddings(model, views[0], c.on, c.every, step))
-                         if name == "anchor" else covariance_gap(zs[0], zs[1]))
+                if name == "anchor":
+                    value = anchor_loss(zs[0], anchor_embeddings(model, views[0], c.on, c.every, step))
+                elif name == "overalignment":
+                    value = overalignment_loss(zs[0], zs[1], c.margin)
+                else:
+                    value = covariance_gap(zs[0], zs[1])
             else:  # consistency: one more forward pass of the first view with Gaussian input noise
                 x = views[0]
                 h = model.backbone(x + c.sigma * torch.randn_like(x))

@@ -275,3 +275,13 @@ def test_auxiliary_heads_are_built_trained_and_weighted(compose_run, conf):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.aux_heads.parameters())
     assert "aux_heads.rotation.weight" in model.state_dict()
     assert not hasattr(build_model(compose_run(conf), 3, 16), "aux_heads")   # off: no head, nothing saved
+
+
+def test_overalignment_is_zero_below_the_margin_and_one_minus_margin_for_identical_views():
+    from reference_models.regularizers import overalignment_loss
+    z = torch.randn(6, 5)
+    assert overalignment_loss(z, z, 0.9).item() == pytest.approx(0.1, abs=1e-6)
+    e = torch.eye(4)
+    assert overalignment_loss(e, e.roll(1, dims=0), 0.9).item() == 0.0          # orthogonal pairs
+    half = torch.stack([e[0], e[0]]), torch.stack([e[0], (e[0] + e[1]) / 2])      # cosines 1 and 0.707
+    assert overalignment_loss(*half, 0.5).item() == pytest.approx((0.5 + (2 ** -0.5 - 0.5)) / 2, abs=1e-6)
