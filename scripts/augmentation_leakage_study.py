@@ -3,12 +3,18 @@ leakage entries (64, 266, 280, 335, 502, ...), tried as a detector and not adopt
 
 For each run (healthy runs of the four methods on digits and shapes, and SimCLR with two faults that leave
 the encoder sensitive to an augmentation), 256 held-out images are embedded before training and after it,
-as they are and under four fixed transformations (darkened to half, a 3x3 box blur, a centre zoom to 60%,
-grey). Two numbers per transformation:
+as they are and under fixed transformations. Three kinds of number:
   - share: the part of the (l2-normalised) embeddings' variance that the transformation's identity
-    explains (between-group over total, the five groups together);
+    explains (between-group over total), for four harsh transformations (darkened to half, a 3x3 box
+    blur, a centre zoom to 60%, grey) and the images as they are;
   - displacement: mean squared distance between an image's embedding and its transformed twin's, over the
-    mean squared distance between two different images' embeddings (the probe's spread).
+    mean squared distance between two different images' embeddings (the probe's spread);
+  - grouping by transformation: for transformations inside the training augmentation's range (brightness
+    x0.7, a centre crop of half the area, a horizontal flip, and the images as they are; not grey, which
+    leaves digits as they are), the share
+    of embedded (image, transformation) points whose nearest neighbour is another image under the same
+    transformation ("clusters by augmentation type, not content"; chance about 0.25), and the share whose
+    nearest neighbour is the same image under another one (content).
 
     python scripts/augmentation_leakage_study.py --workers 2 --out docs/augmentation_leakage.md
 """
@@ -27,6 +33,7 @@ RUNS = [("simclr", "digits", None), ("simclr", "shapes", None), ("byol", "digits
         ("simclr", "digits", "no_augmentation"), ("simclr", "shapes", "no_augmentation"),
         ("simclr", "digits", "colour_shortcut"), ("simclr", "shapes", "colour_shortcut")]
 TRANSFORMS = ("dark", "blur", "zoom", "gray")
+IN_RANGE = ("id", "bright", "crop", "flip")
 
 
 def measure(conf: str, data: str, fault: str | None, out_dir: str) -> dict:
@@ -53,7 +60,8 @@ def measure(conf: str, data: str, fault: str | None, out_dir: str) -> dict:
 
     fns = {"id": lambda im: im, "dark": lambda im: im * 0.5,
            "blur": lambda im: F.avg_pool2d(im, 3, 1, 1, count_include_pad=False), "zoom": zoom,
-           "gray": lambda im: im.mean(1, keepdim=True).expand_as(im)}
+           "gray": lambda im: im.mean(1, keepdim=True).expand_as(im), "bright": lambda im: im * 0.7,
+           "crop": lambda im: zoom(im, 0.5 ** 0.5), "flip": lambda im: im.flip(-1)}
 
     @torch.no_grad()
     def measures() -> dict:
@@ -69,6 +77,14 @@ def measure(conf: str, data: str, fault: str | None, out_dir: str) -> dict:
         out = {"share": float(between / total)}
         for k in TRANSFORMS:
             out[k] = float((emb[k] - emb["id"]).pow(2).sum(1).mean() / spread)
+        points = torch.cat([emb[k] for k in IN_RANGE])
+        image = torch.arange(n).repeat(len(IN_RANGE))
+        transform = torch.arange(len(IN_RANGE)).repeat_interleave(n)
+        sim = points @ points.T
+        sim.fill_diagonal_(-float("inf"))
+        nearest = sim.argmax(1)
+        out["by_transform"] = float(((transform[nearest] == transform) & (image[nearest] != image)).float().mean())
+        out["by_content"] = float((image[nearest] == image).float().mean())
         return out
 
     before = measures()
@@ -77,12 +93,12 @@ def measure(conf: str, data: str, fault: str | None, out_dir: str) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| run | share: init -> end | " + " | ".join(f"{t}: init -> end" for t in TRANSFORMS) + " |\n"
-            "|---|---|" + "---|" * len(TRANSFORMS) + "\n")
+    head = ("| run | share: init -> end | " + " | ".join(f"{t}: init -> end" for t in TRANSFORMS)
+            + " | NN by transformation | NN by content |\n" + "|---|---|" + "---|" * (len(TRANSFORMS) + 2) + "\n")
     lines = []
     for r in rows:
         name = f"{r['conf']} {r['data']}" + (f" `{r['fault']}`" if r["fault"] else "")
-        cells = [f"{r['init'][k]:.2f} -> {r['final'][k]:.2f}" for k in ("share", *TRANSFORMS)]
+        cells = [f"{r['init'][k]:.2f} -> {r['final'][k]:.2f}" for k in ("share", *TRANSFORMS, "by_transform", "by_content")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
