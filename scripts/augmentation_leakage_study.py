@@ -11,10 +11,9 @@ as they are and under fixed transformations. Three kinds of number:
     mean squared distance between two different images' embeddings (the probe's spread);
   - grouping by transformation: for transformations inside the training augmentation's range (brightness
     x0.7, a centre crop of half the area, a horizontal flip, and the images as they are; not grey, which
-    leaves digits as they are), the share
-    of embedded (image, transformation) points whose nearest neighbour is another image under the same
-    transformation ("clusters by augmentation type, not content"; chance about 0.25), and the share whose
-    nearest neighbour is the same image under another one (content).
+    leaves digits as they are), the share of embedded (image, transformation) points whose nearest
+    neighbour is another image under the same transformation ("clusters by augmentation type, not
+    content"; chance about 0.25), and the share whose nearest neighbour is the same image under another.
 
     python scripts/augmentation_leakage_study.py --workers 2 --out docs/augmentation_leakage.md
 """
@@ -129,8 +128,10 @@ def main() -> int:
         "share: the part of the embeddings' variance the transformation's identity explains (five groups:\n"
         "the images as they are, darkened to half, box-blurred, zoomed to the centre 60%, grey). The other\n"
         "columns: mean squared distance between an image's embedding and its transformed twin's, over the\n"
-        "mean squared distance between two images' embeddings. Why no threshold was set:\n"
-        "`docs/detection_notes.md`.\n\n" + table(rows))
+        "mean squared distance between two images' embeddings. NN by transformation / by content: for the\n"
+        "images as they are, at brightness x0.7, centre-cropped to half the area and flipped, the share of\n"
+        "points whose nearest neighbour is another image under the same transformation (chance about 0.25) /\n"
+        "the same image under another one. Why no threshold was set: `docs/detection_notes.md`.\n\n" + table(rows))
     print(table(rows))
     return 0
 
