@@ -32,6 +32,8 @@ SCENARIOS = {
     "vicreg_healthy": ["conf=vicreg"],
     "mae_attention_collapse": ["conf=mae", "fault=vit_sharp_attention"],
     "vicreg_early_layers": ["conf=vicreg", "fault=layer_lr_decay_misused"],
+    "simclr_drift": ["conf=simclr", "fault=lr_no_decay"],
+    "vicreg_batchnorm": ["conf=vicreg", "fault=batchnorm_tiny_batch", "remediation.symptoms=all"],
 }
 
 
