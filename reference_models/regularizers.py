@@ -326,12 +326,13 @@ def anchor_embeddings(model: nn.Module, x: torch.Tensor, on: str, every: int, st
     taken = _SNAPSHOTS.get(model)
     if taken is None or not 0 <= step - taken[0] < every:
         backbone = model.backbone
-        recorded = getattr(backbone, "internals", None)   # a ViT's recorded graphs: they do not deepcopy
-        if recorded is not None:
-            backbone.internals = []
+        # recorded graphs (a ViT's attention, layer_vc's stage outputs) do not deepcopy: set aside
+        kept = {k: getattr(backbone, k) for k in ("internals", "stage_outputs") if getattr(backbone, k, None)}
+        for k in kept:
+            setattr(backbone, k, [])
         parts = {"backbone": copy.deepcopy(backbone)}
-        if recorded is not None:
-            backbone.internals = recorded
+        for k, v in kept.items():
+            setattr(backbone, k, v)
         if on == "projector":
             parts["projector"] = copy.deepcopy(model.projector)
         taken = _SNAPSHOTS[model] = (step, nn.ModuleDict(parts).requires_grad_(False))

@@ -285,3 +285,16 @@ def test_overalignment_is_zero_below_the_margin_and_one_minus_margin_for_identic
     assert overalignment_loss(e, e.roll(1, dims=0), 0.9).item() == 0.0          # orthogonal pairs
     half = torch.stack([e[0], e[0]]), torch.stack([e[0], (e[0] + e[1]) / 2])      # cosines 1 and 0.707
     assert overalignment_loss(*half, 0.5).item() == pytest.approx((0.5 + (2 ** -0.5 - 0.5)) / 2, abs=1e-6)
+
+
+def test_anchor_snapshot_is_taken_while_layer_vc_holds_recorded_stage_outputs(compose_run):
+    """The consistency term's extra forward records stage outputs (tensors in a graph, which cannot be
+    deep-copied) before the anchor term snapshots the backbone: the snapshot sets them aside."""
+    from autofix.build import build_model
+    cfg = compose_run("simclr", "regularizers.layer_vc.weight=1", "regularizers.consistency.weight=1",
+                      "regularizers.anchor.weight=1")
+    model = build_model(cfg, 3, 16).train()
+    views = [torch.randn(8, 3, 16, 16) for _ in range(2)]
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers, step=0)
+    out.loss.backward()
+    assert out.terms["reg_anchor"].item() == pytest.approx(0.0, abs=1e-5) and model.backbone.stage_outputs == []
