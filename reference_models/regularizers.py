@@ -431,6 +431,9 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
         loss = loss + ramp * c.weight * value
         parts[f"reg_{name}"] = ramp * c.weight * value
         terms[f"reg_{name}"] = value.detach()
+    # what the consistency and rotation terms' extra forwards recorded belongs to no step's views
     if stage_outputs:
-        model.backbone.stage_outputs = []   # what the consistency term's extra forward recorded
+        model.backbone.stage_outputs = []
+    if recorded:
+        model.backbone.internals = []
     return MethodOutput(loss, terms, out.embeddings, parts)

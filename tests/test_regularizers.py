@@ -167,7 +167,8 @@ def test_head_diversity_and_token_similarity_are_one_when_all_alike():
 def test_token_terms_train_a_vit_through_its_recorded_attention(compose_run):
     from autofix.build import build_model
     cfg = compose_run("mae", "regularizers.attention_entropy.weight=1", "regularizers.head_diversity.weight=1",
-                      "regularizers.token_similarity.weight=1", "model.qk_norm=true", "model.head_drop=0.25")
+                      "regularizers.token_similarity.weight=1", "model.qk_norm=true", "model.head_drop=0.25",
+                      "regularizers.rotation.weight=1")   # its extra forward records too, and is dropped
     model = build_model(cfg, 3, 32).train()
     x = [torch.randn(4, 3, 32, 32)]
     out = apply_regularizers(model, x, model(x, 0.0), cfg.regularizers)
