@@ -268,12 +268,12 @@ def validate(run: RunConfig) -> None:
         raise ConfigError("model.shuffle_bn: true needs model.bn_groups >= 2 (with one group the batch statistics "
                           "do not depend on the order), e.g. model.bn_groups=4")
     if getattr(run.method, "mask_block", 1) > 1:
-        from reference_models.methods.mae import block_sides
+        from reference_models.methods.mae import check_mask_block
 
-        grid = run.data.image_size // run.model.patch_size
-        if grid % run.method.mask_block:
-            raise ConfigError(f"method.mask_block: {run.method.mask_block} does not tile the {grid}x{grid} patch grid "
-                              f"(data.image_size / model.patch_size); valid: {', '.join(map(str, block_sides(grid, grid)))}")
+        try:
+            check_mask_block(run.data.image_size // run.model.patch_size, run.method.mask_block)
+        except ValueError as e:
+            raise ConfigError(f"{e} (the grid is data.image_size / model.patch_size)") from None
 
 
 def flatten(cfg: RunConfig) -> dict[str, Any]:

@@ -107,8 +107,6 @@ def sincos_pos_embed(n_side: int, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim=1)
 
 
-__all__ = ["NORMS", "ACTIVATIONS", "INITS", "activation", "norm1d", "norm2d", "init_weights",
-           "DropPath", "sincos_pos_embed"]
 
 
 class _GhostBatchNorm:
@@ -142,3 +140,7 @@ def use_ghost_batchnorm(model: nn.Module, groups: int) -> int:
                 m.__class__, m.ghost_groups = ghost, groups
                 turned += 1
     return turned
+
+
+__all__ = ["NORMS", "ACTIVATIONS", "INITS", "activation", "norm1d", "norm2d", "init_weights",
+           "DropPath", "sincos_pos_embed", "GhostBatchNorm1d", "GhostBatchNorm2d", "use_ghost_batchnorm"]

@@ -38,9 +38,10 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, hard_n
         scores = (hard_negative_beta * sim.detach()).masked_fill(~negative, float("-inf"))
         log_w = torch.log_softmax(scores, dim=1) + math.log(sim.shape[1] - 2)
         logits = logits + log_w.masked_fill(~negative, 0.0)
+    logits = logits.masked_fill(itself, float("-inf"))
     if easy_positive_drop <= 0:
-        return F.cross_entropy(logits.masked_fill(itself, float("-inf")), targets)
-    per_row = F.cross_entropy(logits.masked_fill(itself, float("-inf")), targets, reduction="none")
+        return F.cross_entropy(logits, targets)
+    per_row = F.cross_entropy(logits, targets, reduction="none")
     keep = max(1, m - int(round(easy_positive_drop * m)))
     hardest = (-sim[rows, targets].detach()).topk(keep).indices   # the lowest positive cosines
     return per_row[hardest].mean()

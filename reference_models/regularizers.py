@@ -428,8 +428,8 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                 noisy = model.projector(h) if c.on == "projector" and hasattr(model, "projector") else h
                 value = consistency_loss(zs[0], noisy)
         ramp = min(1.0, (step + 1) / c.ramp_steps) if c.ramp_steps else 1.0
-        loss = loss + ramp * c.weight * value
-        parts[f"reg_{name}"] = ramp * c.weight * value
+        parts[f"reg_{name}"] = weighted = ramp * c.weight * value
+        loss = loss + weighted
         terms[f"reg_{name}"] = value.detach()
     # what the consistency and rotation terms' extra forwards recorded belongs to no step's views
     if stage_outputs:

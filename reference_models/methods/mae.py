@@ -33,6 +33,15 @@ def block_sides(grid: int, largest: int) -> list[int]:
     return [k for k in range(1, min(largest, grid) + 1) if grid % k == 0]
 
 
+def check_mask_block(grid: int, block: int) -> list[int]:
+    """The block sides a step may draw (up to `block`), or ValueError when `block` does not tile the grid."""
+    sides = block_sides(grid, block)
+    if sides[-1] != block:
+        raise ValueError(f"method.mask_block={block} does not tile the {grid}x{grid} patch grid; valid: "
+                         f"{', '.join(map(str, block_sides(grid, grid)))}")
+    return sides
+
+
 def random_mask(batch: int, n_patches: int, ratio: float, device, block: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample random masking by sorting uniform noise. Returns (indices of kept patches (B, K),
     mask (B, N) with 1 where a patch is hidden). With `block` > 1 the noise is drawn per block of
@@ -63,11 +72,7 @@ class MAE(SSLMethod):
         if not isinstance(backbone, VisionTransformer):
             raise ValueError("MAE needs the 'vit' backbone (model.backbone=vit)")
         super().__init__(backbone)
-        sides = block_sides(backbone.grid, cfg.mask_block)
-        if sides[-1] != cfg.mask_block:
-            raise ValueError(f"method.mask_block={cfg.mask_block} does not tile the {backbone.grid}x"
-                             f"{backbone.grid} patch grid; valid: {', '.join(map(str, block_sides(backbone.grid, backbone.grid)))}")
-        self.cfg, self.block_sides = cfg, sides
+        self.cfg, self.block_sides = cfg, check_mask_block(backbone.grid, cfg.mask_block)
         dim, ddim = backbone.out_dim, cfg.decoder_dim
         self.decoder_embed = nn.Linear(dim, ddim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
