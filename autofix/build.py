@@ -44,12 +44,18 @@ def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
             record_stage_outputs(backbone)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if "layer_redundancy" in cfg.regularizers.active() and backbone.n_feature_stages < 2:
+            raise ConfigError("regularizers.layer_redundancy compares neighbouring intermediate stages: "
+                              f"model.backbone={cfg.model.backbone} at depth {cfg.model.depth} has one (raise model.depth)")
     model = build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
                          _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
     if cfg.model.bn_groups > 1:
         use_ghost_batchnorm(model, cfg.model.bn_groups)   # the whole model: heads and a momentum target too
     model.shuffle_bn = cfg.model.shuffle_bn
-    heads = build_aux_heads(cfg.regularizers, backbone.out_dim, channels)
+    try:
+        heads = build_aux_heads(cfg.regularizers, backbone.out_dim, channels, getattr(backbone, "num_patches", None))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if heads is not None:
         model.aux_heads = heads   # trained with the network (the optimizer's head group), saved with it
     return model

@@ -288,8 +288,7 @@ class Trainer:
         p = self.cfg.probe
         was_training = self.model.training
         self.model.eval()
-        bank_x, bank_y = _subset(self.data.train_x, self.data.train_y, min(p.max_train, max_train or p.max_train))
-        val_x, val_y = _subset(self.data.val_x, self.data.val_y, max_val)
+        bank_x, bank_y, val_x, val_y = self.probe_split(max_train, max_val)
         encode = self.model.encode
         bank = extract_features(encode, bank_x.to(self.device), self.normalize, p.batch_size)
         query = extract_features(encode, val_x.to(self.device), self.normalize, p.batch_size)
@@ -300,6 +299,13 @@ class Trainer:
             out["probe/linear"] = linear_probe_accuracy(bank, bank_y, query, val_y, seed=self.cfg.trainer.seed)
         self.model.train(was_training)
         return out
+
+    def probe_split(self, max_train: int | None = None, max_val: int | None = None):
+        """The probe's bank (images, labels) and queries (images, labels), in the order `probe` embeds them."""
+        p = self.cfg.probe
+        bank_x, bank_y = _subset(self.data.train_x, self.data.train_y, min(p.max_train, max_train or p.max_train))
+        val_x, val_y = _subset(self.data.val_x, self.data.val_y, max_val)
+        return bank_x, bank_y, val_x, val_y
 
     # ---- checkpoints ----------------------------------------------------------------------------
     @property

@@ -123,6 +123,14 @@ def at_strength(cfg: AugmentConfig, strength: float) -> AugmentConfig:
                    mix_p=a * cfg.mix_p, erase_p=a * cfg.erase_p, lowres_p=a * cfg.lowres_p)
 
 
+def at_resolution(y: torch.Tensor, frac: float) -> torch.Tensor:
+    """Images (N, C, H, W) area-downsampled to `frac` of their side and resized back (bilinear): the same
+    pictures at a lower resolution, at their own size."""
+    hh, ww = y.shape[-2:]
+    small = F.interpolate(y, size=(max(2, round(hh * frac)), max(2, round(ww * frac))), mode="area")
+    return F.interpolate(small, size=(hh, ww), mode="bilinear", align_corners=False)
+
+
 def _hue_basis() -> tuple[torch.Tensor, torch.Tensor]:
     """Matrices A, B with hue_rotation(theta) = I + (cos(theta) - 1) * A + sin(theta) * B.
 
@@ -235,9 +243,7 @@ class BatchAugment(torch.nn.Module):
         lo, hi = self.cfg.lowres_scale
         frac = lo + (hi - lo) * float(u[0])
         chosen = (u[1:] < self.cfg.lowres_p).to(y.device)
-        small = F.interpolate(y, size=(max(2, round(hh * frac)), max(2, round(ww * frac))), mode="area")
-        back = F.interpolate(small, size=(hh, ww), mode="bilinear", align_corners=False)
-        return torch.where(chosen.view(n, 1, 1, 1), back, y)
+        return torch.where(chosen.view(n, 1, 1, 1), at_resolution(y, frac), y)
 
     def _boxes(self, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Per sample, with mix_p a square box taken from the next image of the (shuffled) batch, then with

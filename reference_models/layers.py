@@ -80,13 +80,20 @@ def init_weights(module: nn.Module, scheme: str, nonlinearity: str = "relu") -> 
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drop a residual branch per sample (Huang et al. 2016)."""
+    """What a residual branch passes through before it joins the skip path: stochastic depth, dropping
+    the branch per sample (Huang et al. 2016), and a fixed branch scale (NF-ResNets' alpha, Brock et al.
+    2021; 1 = plain; near 0 the block passes its input on unchanged)."""
 
-    def __init__(self, p: float = 0.0):
+    def __init__(self, p: float = 0.0, scale: float = 1.0):
         super().__init__()
-        self.p = p
+        self.p, self.scale = p, scale
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, scale={self.scale}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale != 1.0:
+            x = x * self.scale
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p

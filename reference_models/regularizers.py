@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fields import bounded, choice
+from .augment import at_resolution
 from .losses import covariance_matrix, covariance_term, variance_term
 from .methods.base import MethodOutput
 
@@ -110,6 +111,23 @@ def layerwise_vc_loss(feats: list[torch.Tensor], gamma: float = 1.0, cov_ratio: 
     return sum(variance_term(f.float(), gamma) + cov_ratio * covariance_term(f.float()) for f in feats) / len(feats)
 
 
+def linear_cka(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Linear CKA (Kornblith et al. 2019) between two representations (N, Da) and (N, Db) of the same
+    inputs: 1 when one is a rotation and isotropic scaling of the other, near 0 when unrelated.
+    Differentiable; from the cross-covariance, so the cost grows with width, not N^2."""
+    a, b = _upcast(a), _upcast(b)
+    a, b = a - a.mean(0), b - b.mean(0)
+    cross = (a.T @ b).pow(2).sum()
+    return cross / ((a.T @ a).pow(2).sum() * (b.T @ b).pow(2).sum()).sqrt().clamp_min(1e-12)
+
+
+def layer_redundancy_loss(feats: list[torch.Tensor]) -> torch.Tensor:
+    """Linear CKA between each layer's pooled output (N, C) and the next one's, averaged over the pairs:
+    a penalty on neighbouring layers that hold the same representation (a block that computes nothing
+    new). Needs two layers or more."""
+    return sum(linear_cka(a, b) for a, b in zip(feats, feats[1:])) / (len(feats) - 1)
+
+
 def rotate_quarters(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Each image of (B, C, H, W) square images turned by k[i] quarter turns (counter-clockwise)."""
     out = x.clone()
@@ -123,6 +141,14 @@ def rotate_quarters(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def rotation_loss(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of predicting each image's quarter turns (RotNet's pretext task): log 4 at chance."""
     return F.cross_entropy(logits.float(), k)
+
+
+def position_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of predicting each patch token's position from the token itself (B, T, T logits, the
+    tokens in position order): log T at chance, 0 when every token tells where it sits."""
+    b, t, _ = logits.shape
+    target = torch.arange(t, device=logits.device).repeat(b)
+    return F.cross_entropy(logits.float().reshape(b * t, t), target)
 
 
 def reconstruction_loss(pred: torch.Tensor, images: torch.Tensor, size: int) -> torch.Tensor:
@@ -204,7 +230,10 @@ class FeatureNormReg(BranchTerm):
 
 @dataclass
 class ConsistencyReg(BranchTerm):
-    sigma: float = bounded(0.1, 0.0)           # std of the Gaussian input noise, in normalised units
+    perturbation: str = choice("noise", ("noise", "lowres"))  # Gaussian input noise, or the view shown at
+                                               # a lower resolution (scale consistency)
+    sigma: float = bounded(0.1, 0.0)           # noise: std of the Gaussian input noise, in normalised units
+    lowres: float = bounded(0.5, 0.05, 1.0)    # lowres: the side's fraction it is downsampled to
 
 
 @dataclass
@@ -234,13 +263,20 @@ class ReconstructionReg(Term):
 
 
 # terms with a head of their own on the encoder's features (built beside the model: AUX_TERMS)
-AUX_TERMS = ("rotation", "reconstruction")
+AUX_TERMS = ("rotation", "reconstruction", "position")
 
 
-def build_aux_heads(cfg: "RegularizersConfig", feature_dim: int, channels: int) -> nn.ModuleDict | None:
+def build_aux_heads(cfg: "RegularizersConfig", feature_dim: int, channels: int,
+                    num_patches: int | None = None) -> nn.ModuleDict | None:
     """The auxiliary heads the active terms need, trained with the network: a linear 4-way classifier for
-    the rotation task, a one-hidden-layer decoder for the reconstruction task."""
+    the rotation task, a one-hidden-layer decoder for the reconstruction task, a linear classifier over a
+    ViT's `num_patches` positions for the position task."""
     heads = {}
+    if cfg.position.weight > 0:
+        if not num_patches:
+            raise ValueError("regularizers.position predicts a ViT's patch positions: this backbone has no patch "
+                             "tokens (use model=vit_tiny or model=vit_small)")
+        heads["position"] = nn.Linear(feature_dim, num_patches)
     if cfg.rotation.weight > 0:
         heads["rotation"] = nn.Linear(feature_dim, 4)
     if cfg.reconstruction.weight > 0:
@@ -252,6 +288,7 @@ def build_aux_heads(cfg: "RegularizersConfig", feature_dim: int, channels: int) 
 
 # terms on a ViT's attention maps and tokens, recorded during the training forward (VisionTransformer.internals)
 TOKEN_TERMS = ("attention_entropy", "head_diversity", "token_similarity")
+STAGE_TERMS = ("layer_vc", "layer_redundancy")   # read the intermediate stages' outputs
 
 
 @dataclass
@@ -271,6 +308,8 @@ class RegularizersConfig:
     anchor: AnchorReg = field(default_factory=AnchorReg)    # embeddings kept near a recent snapshot's
     view_covariance: BranchTerm = field(default_factory=BranchTerm)  # the two views' covariances matched
     layer_vc: LayerVCReg = field(default_factory=LayerVCReg)  # variance/covariance on every intermediate stage
+    layer_redundancy: Term = field(default_factory=Term)      # CKA between neighbouring intermediate stages
+    position: Term = field(default_factory=Term)   # a ViT's patch tokens predict their own position (a head)
     overalignment: OveralignmentReg = field(default_factory=OveralignmentReg)  # positives capped at a cosine
     rotation: Term = field(default_factory=Term)            # predict each image's quarter turns from its features
     reconstruction: ReconstructionReg = field(default_factory=ReconstructionReg)  # decode a small image from them
@@ -282,7 +321,7 @@ class RegularizersConfig:
         return any(name in TOKEN_TERMS for name in self.active())
 
     def needs_stage_outputs(self) -> bool:
-        return "layer_vc" in self.active()
+        return any(name in STAGE_TERMS for name in self.active())
 
 
 def record_stage_outputs(backbone: nn.Module) -> None:
@@ -292,8 +331,8 @@ def record_stage_outputs(backbone: nn.Module) -> None:
     Forwards without gradients (the momentum target, probes, the monitor) are not kept."""
     stages = backbone.feature_stages()[:-1]
     if not stages:
-        raise ValueError("regularizers.layer_vc acts on intermediate stages: this backbone has only one "
-                         "(raise model.depth)")
+        raise ValueError("regularizers.layer_vc and layer_redundancy act on intermediate stages: this backbone "
+                         "has only one (raise model.depth)")
     backbone.stage_outputs = []
     backbone.n_feature_stages = len(stages)
 
@@ -309,8 +348,8 @@ def _take_stage_outputs(backbone: nn.Module) -> list[list[torch.Tensor]]:
     """The recorded stage outputs, one list per forward, and the record emptied."""
     kept, n = getattr(backbone, "stage_outputs", None), getattr(backbone, "n_feature_stages", 0)
     if not kept:
-        raise ValueError("regularizers.layer_vc: no stage outputs were recorded (record_stage_outputs was "
-                         "not called on this backbone)")
+        raise ValueError("regularizers.layer_vc / layer_redundancy: no stage outputs were recorded "
+                         "(record_stage_outputs was not called on this backbone)")
     backbone.stage_outputs = []
     return [kept[i:i + n] for i in range(0, len(kept), n)]
 
@@ -388,11 +427,16 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
             if name == "rotation":   # one more forward, of the first view turned by a random quarter each
                 k = torch.randint(4, (x.shape[0],), device=x.device)
                 value = rotation_loss(heads["rotation"](model.backbone(rotate_quarters(x, k))), k)
+            elif name == "position":  # one more forward of the first view, every patch, in position order
+                vit = model.backbone
+                value = position_loss(heads["position"](vit.forward_tokens(vit.patchify_embed(x))[:, 1:]))
             else:                    # from the features the method already computed for the first view
                 h = out.embeddings["encoder"][0]
                 value = reconstruction_loss(heads["reconstruction"](h), x, c.size)
         elif name == "layer_vc":
             value = per_view(lambda feats: layerwise_vc_loss(feats, c.gamma, c.cov_ratio), stage_outputs)
+        elif name == "layer_redundancy":
+            value = per_view(layer_redundancy_loss, stage_outputs)
         elif name in TOKEN_TERMS:
             term = {"token_similarity": lambda maps, tok: token_similarity_loss(tok),
                     "head_diversity": lambda maps, tok: head_diversity_loss(maps),
@@ -422,9 +466,10 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                     value = overalignment_loss(zs[0], zs[1], c.margin)
                 else:
                     value = covariance_gap(zs[0], zs[1])
-            else:  # consistency: one more forward pass of the first view with Gaussian input noise
+            else:  # consistency: one more forward pass of the first view, perturbed
                 x = views[0]
-                h = model.backbone(x + c.sigma * torch.randn_like(x))
+                h = model.backbone(x + c.sigma * torch.randn_like(x) if c.perturbation == "noise"
+                                   else at_resolution(x, c.lowres))
                 noisy = model.projector(h) if c.on == "projector" and hasattr(model, "projector") else h
                 value = consistency_loss(zs[0], noisy)
         ramp = min(1.0, (step + 1) / c.ramp_steps) if c.ramp_steps else 1.0

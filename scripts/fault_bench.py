@@ -150,9 +150,11 @@ def replay(results: list[dict]) -> list[dict]:
     monitors = {}
     for r in results:
         if r["method"] not in monitors:
-            monitors[r["method"]] = to_run_config(compose(r["method"], [])).monitor
-        dets = [Detector(n, d, ids.get(d.symptom, [])) for n, d in monitors[r["method"]].detectors.items()
-                if d.symptom and d.enabled and r["method"] in d.methods]
+            cfg = to_run_config(compose(r["method"], []))
+            monitors[r["method"]] = cfg.monitor, cfg.model.backbone   # the method's default backbone
+        monitor, backbone = monitors[r["method"]]
+        dets = [Detector(n, d, ids.get(d.symptom, [])) for n, d in monitor.detectors.items()
+                if d.symptom and Detector(n, d).applies_to(r["method"], backbone)]
         events = []
         for row in r["checks"]:
             for det in dets:

@@ -90,6 +90,25 @@ def test_no_augmentation_leaves_the_encoder_sensitive_to_pixel_noise(compose_run
     # at the tests' size (width 8, 256 images, 100 steps) about 0.29 against 0.07; the detector's 0.4 is
     # set for the full default run, where the fault reaches 0.63-0.70 (docs/detection.md)
     assert noise(bare) > 3 * noise(usual) and noise(usual) < 0.2
+    # ... and so do the same images at half resolution (the resolution_sensitivity detector's signal)
+    lowres = lambda t: [r["health/encoder/resolution_sensitivity"] for r in t.history
+                        if "health/encoder/resolution_sensitivity" in r][-1]
+    assert lowres(bare) > 3 * lowres(usual) and lowres(usual) < 0.2
+
+
+def test_bypassed_blocks_are_named_layer_redundancy_and_a_healthy_convnet_is_not(compose_run, tmp_path):
+    """Residual branches scaled by 0.001: the first stage's block passes the stem's output on, linear CKA
+    1.000 between them; a healthy convnet's neighbouring stages stay below the 0.995 threshold."""
+    short = ("trainer.max_steps=60", "monitor.every=20", "monitor.knn_every=20",
+             "monitor.detectors.layer_redundancy.warmup=20")
+    _, bypassed, _ = monitored(compose_run, tmp_path / "bypassed", "vicreg", "fault=blocks_bypassed", *short)
+    t, healthy, _ = monitored(compose_run, tmp_path / "healthy", "vicreg", *short)
+    assert "layer_redundancy" in {e.id for e in bypassed.events}
+    assert "layer_redundancy" not in {e.id for e in healthy.events} and healthy.judged("layer_redundancy")
+    cka = [r["stages/adjacent_cka_max"] for r in t.history if "stages/adjacent_cka_max" in r]
+    assert cka and max(cka) < 0.995
+    # the stages' kNN probe is measured from the same forwards, and the first stage's start is kept
+    assert healthy.stage_knn_start is not None and len(healthy.stage_knn_start) == 4
 
 
 def test_healthy_short_run_raises_no_alarm(compose_run, tmp_path):
@@ -113,6 +132,20 @@ def test_unknown_symptom_in_a_detector_is_a_clear_error():
     cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="nonsense")})
     with pytest.raises(ConfigError, match="monitor.detectors.mine.symptom: 'nonsense' is not a symptom"):
         build_monitor(cfg)
+
+
+def test_unknown_method_or_backbone_in_a_detector_is_a_clear_error():
+    from autofix.errors import ConfigError
+    from autofix.monitor.detectors import Detector, DetectorConfig
+    from autofix.monitor.health import MonitorConfig
+    cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="divergence", backbones=["vgg"])})
+    with pytest.raises(ConfigError, match="monitor.detectors.mine.backbones: 'vgg' unknown; valid: tiny_convnet"):
+        build_monitor(cfg)
+    cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="divergence", methods=["dino"])})
+    with pytest.raises(ConfigError, match="monitor.detectors.mine.methods: 'dino' unknown"):
+        build_monitor(cfg)
+    det = Detector("convnets", DetectorConfig(symptom="divergence", backbones=["tiny_convnet", "resnet18"]))
+    assert det.applies_to("vicreg", "resnet18") and not det.applies_to("vicreg", "vit")
 
 
 def test_geometry_every_embeds_the_probe_at_its_own_cadence_and_at_the_end(compose_run, tmp_path):
@@ -222,10 +255,11 @@ def test_each_vit_fault_trips_its_own_detector_where_a_healthy_vit_does_not(comp
         return {d.name: d.holds(row)[0] for d in monitor.detectors if d.holds(row) is not None}
 
     for fault, name in (("vit_sharp_attention", "attention_collapse"), ("vit_no_residual", "token_collapse"),
-                        ("vit_flat_attention", "attention_uniform")):
+                        ("vit_flat_attention", "attention_uniform"), ("vit_no_position", "position_ignored")):
         assert judge(fault)[name], fault
     healthy = judge("none")
     assert not healthy["attention_collapse"] and not healthy["token_collapse"]
+    assert not healthy["position_ignored"]
 
 
 def test_knn_gain_is_against_the_runs_start_and_a_fork_inherits_it(compose_run, tmp_path):

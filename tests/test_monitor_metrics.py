@@ -474,3 +474,81 @@ def test_duplicate_unit_share_counts_units_with_a_near_copy():
     conv = torch.ones(3, 2, 3, 3)                         # a constant init: every filter the same
     assert duplicate_unit_share([conv, e, torch.ones(5)]) == pytest.approx(3 / 7)   # biases are skipped
     assert math.isnan(duplicate_unit_share([torch.ones(1, 4)]))
+
+
+def test_linear_cka_known_answers():
+    x = torch.randn(200, 16, generator=gen(31), dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen(32), dtype=torch.float64))
+    assert geometry.linear_cka(x, 3.0 * x @ q + 5.0) == pytest.approx(1.0)    # rotation, scale, shift
+    # x beside as many independent unit-variance columns: the cross term keeps half the energy of each
+    # side's, so CKA = ||X'X||^2 / sqrt(||X'X||^2 (||X'X||^2 + ||N'N||^2)) -> 1/sqrt(2) for large N
+    big = torch.randn(20000, 8, generator=gen(33), dtype=torch.float64)
+    wide = torch.cat([big, torch.randn(20000, 8, generator=gen(34), dtype=torch.float64)], 1)
+    assert geometry.linear_cka(big, wide) == pytest.approx(2 ** -0.5, abs=0.01)
+    unrelated = torch.randn(20000, 8, generator=gen(35), dtype=torch.float64)
+    assert geometry.linear_cka(big, unrelated) < 0.01
+    assert math.isnan(geometry.linear_cka(x, x[:10]))                       # not the same inputs
+    assert math.isnan(geometry.linear_cka(torch.ones(5, 3), x[:5]))          # no variance
+
+
+def test_stage_metrics_known_answers():
+    from autofix.monitor import stages
+    x = torch.randn(64, 8, generator=gen(36), dtype=torch.float64)
+    y = torch.randn(64, 8, generator=gen(37), dtype=torch.float64)
+    # a stage that passes its input on (x, 2x) beside one that does not (2x, y)
+    m = stages.stage_metrics([x, 2 * x, y], knn=[0.5, 0.9, 0.7], knn_init=[0.6, 0.6, 0.6])
+    assert m["stages/adjacent_cka_max"] == pytest.approx(1.0)
+    assert m["stages/adjacent_cka_mean"] == pytest.approx((1.0 + geometry.linear_cka(x, y)) / 2)
+    assert m["stages/knn_best_inner_gain"] == pytest.approx(0.2)     # the middle stage beats the output
+    assert m["stages/knn_first_gain"] == pytest.approx(-0.1)
+    assert "stages/knn_first_gain" not in stages.stage_metrics([x, y], [0.5, 0.6], None)
+    assert stages.stage_metrics([x], [0.5], None) == {}
+
+
+def test_stage_knn_splits_bank_and_queries():
+    from autofix.monitor import stages
+    # two stages: the first separates the classes by its first coordinate, the second carries noise
+    y = torch.arange(40) % 2
+    good = torch.stack([y.double() * 2 - 1, torch.zeros(40, dtype=torch.float64)], 1) + 0.01
+    noise = torch.randn(40, 2, generator=gen(38), dtype=torch.float64)
+    acc = stages.stage_knn([good, noise], 20, y[:20], y[20:], k=3, temperature=0.1, num_classes=2)
+    assert acc[0] == 1.0 and acc[1] < 1.0
+
+
+def test_stage_recorder_pools_each_stage_and_lets_go():
+    from autofix.monitor import stages
+    from reference_models.backbones.convnet import TinyConvNet
+    net = TinyConvNet(width=4, depth=1).eval()
+    x = torch.randn(3, 3, 16, 16, generator=gen(39))
+    with stages.StageRecorder(net) as rec:
+        with torch.no_grad():
+            out = net(x)
+            net(x)
+    feats = rec.features()
+    assert [f.shape for f in feats] == [(6, 4), (6, 4), (6, 8), (6, 16)]    # two forwards, joined
+    assert torch.allclose(feats[-1][:3], out)                                # the last stage is the output
+    with torch.no_grad():
+        net(x)
+    assert len(rec.features()[0]) == 6                                       # hooks removed on exit
+
+
+def test_at_resolution_keeps_the_size_and_flat_images():
+    from reference_models.augment import at_resolution
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    assert torch.allclose(at_resolution(flat, 0.5), flat)
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2
+    low = at_resolution(checker.float().expand(1, 1, 16, 16), 0.5)
+    assert low.shape == (1, 1, 16, 16) and torch.allclose(low, torch.full_like(low, 0.5))  # detail averaged away
+
+
+def test_position_share_known_answers():
+    from autofix.monitor.tokens import position_share
+    pos = torch.randn(1, 16, 8, generator=gen(40), dtype=torch.float64)
+    content = torch.randn(50, 16, 8, generator=gen(41), dtype=torch.float64)
+    assert position_share(pos.expand(50, -1, -1) + 0 * content) == pytest.approx(1.0)   # position only
+    # content alone, independent of position: only the sampling noise of 50 images' means, about 1/50
+    assert position_share(content) < 0.05
+    # equal energy from each: about a half
+    both = position_share(pos.expand(50, -1, -1) / pos.std() + content / content.std())
+    assert 0.4 < both < 0.6
+    assert math.isnan(position_share(content[:1])) and math.isnan(position_share(torch.zeros(4, 3, 2)))

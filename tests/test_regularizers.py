@@ -242,6 +242,74 @@ def test_layer_vc_on_a_one_stage_vit_is_a_config_error(compose_run):
         build_model(cfg, 3, 32)
 
 
+def test_layer_redundancy_is_the_mean_cka_of_neighbouring_layers():
+    from reference_models.regularizers import layer_redundancy_loss, linear_cka
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 6, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g))
+    y = torch.randn(4000, 6, generator=g)
+    assert layer_redundancy_loss([x, 2 * x @ q]).item() == pytest.approx(1.0, abs=1e-5)   # a block passing on
+    assert layer_redundancy_loss([x, y]).item() < 0.01                                    # unrelated layers
+    # three layers: (x -> x rotated) is 1, (rotated -> y) about 0; the mean of the two pairs
+    assert layer_redundancy_loss([x, x @ q, y]).item() == pytest.approx(0.5, abs=0.01)
+    assert linear_cka(x, torch.cat([x, y], 1)).item() == pytest.approx(2 ** -0.5, abs=0.01)
+    a = x[:64].clone().requires_grad_(True)
+    linear_cka(a, x[:64] @ q + 0.1 * y[:64]).backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
+def test_layer_redundancy_trains_through_the_stages_and_needs_two(compose_run):
+    from autofix.build import build_model
+    from autofix.errors import ConfigError
+    cfg = compose_run("vicreg", "regularizers.layer_redundancy.weight=1")
+    model = build_model(cfg, 3, 16).train()
+    views = [torch.randn(8, 3, 16, 16) for _ in range(model.n_views)]
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers)
+    assert 0.0 < out.terms["reg_layer_redundancy"].item() <= 1.0
+    out.loss.backward()
+    assert model.backbone.stem[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="layer_redundancy.*has one"):
+        build_model(compose_run("mae", "model.depth=2", "regularizers.layer_redundancy.weight=1"), 3, 32)
+
+
+def test_scale_consistency_compares_a_view_with_itself_at_a_lower_resolution(compose_run):
+    from autofix.build import build_model
+    from reference_models.augment import at_resolution
+    from reference_models.regularizers import consistency_loss
+    cfg = compose_run("simclr", "regularizers.consistency.weight=1", "regularizers.consistency.perturbation=lowres",
+                      "regularizers.consistency.lowres=0.25", "regularizers.consistency.on=encoder")
+    model = build_model(cfg, 3, 16).eval()     # eval: the check's forward sees the same BatchNorm statistics
+    views = [torch.randn(4, 3, 16, 16) for _ in range(model.n_views)]
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers)
+    with torch.no_grad():
+        want = consistency_loss(model.backbone(views[0]), model.backbone(at_resolution(views[0], 0.25)))
+    assert out.terms["reg_consistency"].item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_position_loss_is_log_t_at_chance_and_zero_when_each_token_tells_its_place():
+    from reference_models.regularizers import position_loss
+    assert position_loss(torch.zeros(3, 5, 5)).item() == pytest.approx(math.log(5))
+    assert position_loss(100 * torch.eye(5).expand(3, 5, 5)).item() == pytest.approx(0.0, abs=1e-6)
+    wrong = 100 * torch.eye(5).roll(1, dims=1).expand(2, 5, 5)          # every token names its neighbour
+    assert position_loss(wrong).item() == pytest.approx(100.0, rel=1e-4)
+
+
+def test_position_task_trains_a_head_on_a_vits_tokens_and_is_refused_on_a_convnet(compose_run):
+    from autofix.build import build_model
+    from autofix.errors import ConfigError
+    cfg = compose_run("mae", "regularizers.position.weight=1")
+    model = build_model(cfg, 3, 32).train()
+    assert model.aux_heads["position"].out_features == model.backbone.num_patches
+    views = [torch.randn(4, 3, 32, 32) for _ in range(model.n_views)]
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers)
+    assert out.terms["reg_position"].item() == pytest.approx(math.log(64), rel=0.2)   # about chance at init
+    out.loss.backward()
+    assert model.aux_heads["position"].weight.grad.abs().sum() > 0
+    assert model.backbone.patch_embed.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="regularizers.position predicts a ViT's patch positions"):
+        build_model(compose_run("simclr", "regularizers.position.weight=1"), 3, 32)
+
+
 def test_rotation_and_reconstruction_terms_on_known_inputs():
     from reference_models.regularizers import reconstruction_loss, rotate_quarters, rotation_loss
     x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).view(2, 1, 3, 3)

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from reference_models.backbones import BACKBONES
 from reference_models.fields import bounded, choice
 
 OPS = ("<", "<=", ">", ">=", "nonfinite")
@@ -31,6 +32,8 @@ class DetectorConfig:
     min_progress: float = bounded(0.0, 0.0, 1.0)  # only judge from this share of the run on (a healthy
                                                    # representation moves a lot until its lr decays)
     methods: list[str] = field(default_factory=lambda: ["simclr", "byol", "vicreg", "mae"])
+    backbones: list[str] = field(default_factory=lambda: list(BACKBONES))  # a metric may mean something
+                                                   # else on another architecture (a ViT's residual stream)
     enabled: bool = True
 
 
@@ -87,8 +90,8 @@ class Detector:
         self.baseline, self.last_hit = dict(state["baseline"]), state["last_hit"]
         self.last_severity, self.fired = state["last_severity"], fired
 
-    def applies_to(self, method: str) -> bool:
-        return self.cfg.enabled and method in self.cfg.methods
+    def applies_to(self, method: str, backbone: str | None = None) -> bool:
+        return self.cfg.enabled and method in self.cfg.methods and (backbone is None or backbone in self.cfg.backbones)
 
     def holds(self, latest: dict[str, float]) -> tuple[bool, dict[str, dict]] | None:
         """Whether the condition holds on the latest values; None if a metric it needs is missing."""

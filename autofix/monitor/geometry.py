@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from reference_models.regularizers import linear_cka as _cka
 from reference_models.regularizers import mean_pair_cosine
 
 NAN = float("nan")
@@ -248,3 +249,15 @@ def norm_ratio(a, b) -> float:
     if den == 0:
         return NAN if num == 0 else math.inf
     return num / den
+
+
+def linear_cka(a, b) -> float:
+    """Linear centred kernel alignment (Kornblith et al. 2019) between two representations of the same N
+    inputs (widths may differ): 1 when one is a rotation and isotropic scaling of the other, near 0 for
+    unrelated ones (the regularizer's function, in float64, NaN where it cannot be measured)."""
+    x, y = _prep(a), _prep(b)
+    if x is None or y is None or x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        return NAN
+    if not (bool((x - x.mean(0)).abs().max() > 0) and bool((y - y.mean(0)).abs().max() > 0)):
+        return NAN                                   # a constant representation has no geometry
+    return _cka(x, y).item()

@@ -13,13 +13,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reference_models.augment import AugmentConfig, BatchAugment
+from reference_models.augment import AugmentConfig, BatchAugment, at_resolution
 from reference_models.fields import bounded
 from reference_models.losses import masked_reconstruction, patchify
 from reference_models.backbones.vit import VisionTransformer
+from reference_models.backbones import BACKBONES
+from reference_models.methods import METHODS
 from reference_models.methods.mae import MAE
 
-from . import activations, dynamics, geometry, method_metrics, optimization, tokens
+from . import activations, dynamics, geometry, method_metrics, optimization, stages, tokens
 from .detectors import Detector, DetectorConfig, Symptom
 
 # the activations whose outputs the metrics read: ReLU for dead units, tanh and sigmoid for saturation
@@ -37,6 +39,7 @@ class MonitorConfig:
                                            # a multiple of `every`. The last check of a run always does.
     probe_size: int = bounded(128, 8)      # images in the fixed probe buffer
     probe_seed: int = 1234                 # the buffer's images and views (same for a parent and its children)
+    lowres_scale: float = bounded(0.5, 0.05, 1.0)  # the side's fraction of the buffer's low-resolution copy
     noise_std: float = bounded(0.03, 0.0, 1.0)   # pixel noise (images in [0, 1]) of the buffer's perturbed copy,
                                            # read by noise_sensitivity: about 8 grey levels of 255
     loss_window: int = bounded(50, 4)      # steps over which loss dynamics are measured
@@ -55,7 +58,8 @@ class ProbeBuffer:
     augmentation, whatever the run's own augmentation is: a run trained without augmentation is
     measured on ordinary views, and a parent and its children on the same ones."""
 
-    def __init__(self, images_u8: torch.Tensor, size: int, seed: int, normalize, device, noise_std: float = 0.03):
+    def __init__(self, images_u8: torch.Tensor, size: int, seed: int, normalize, device, noise_std: float = 0.03,
+                 lowres: float = 0.5):
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(images_u8), generator=g)[:size]
         x = images_u8[idx].to(device).float().div_(255)
@@ -66,6 +70,8 @@ class ProbeBuffer:
         # the same images under a small fixed noise (drawn after the views, so those stay as they were)
         noise = torch.randn(x.shape, generator=g).to(device)
         self.noisy = normalize((x + noise_std * noise).clamp_(0.0, 1.0))
+        # ... and at a lower resolution (downsampled, resized back): the catalog's "fails at low resolution"
+        self.lowres = normalize(at_resolution(x, lowres))
 
 
 @torch.no_grad()
@@ -143,6 +149,8 @@ class HealthMonitor:
         self.knn_start = float("nan")      # the probe before any step (runs from scratch only)
         self.knn_origin = float("nan")     # the same, or for a forked child its parent's: knn_gain's zero
         self._previous_encoder: torch.Tensor | None = None   # the probe's encoder embedding at the last check
+        self._stage_features: list[torch.Tensor] = []       # the stages' pooled outputs at the last kNN probe
+        self.stage_knn_start: list[float] | None = None     # each stage's kNN before any step
         self.last_metrics: dict[str, float] = {}
         self.embed_last_check = True        # off only where a benchmark times the embedding apart
 
@@ -152,9 +160,9 @@ class HealthMonitor:
         self.method, self.device = trainer.cfg.method.name, trainer.device
         self.detectors = [Detector(name, d, self.catalog_ids.get(d.symptom, []))
                           for name, d in self.cfg.detectors.items() if d.symptom and d.enabled]
-        self.detectors = [d for d in self.detectors if d.applies_to(self.method)]
+        self.detectors = [d for d in self.detectors if d.applies_to(self.method, trainer.cfg.model.backbone)]
         self.buffer = ProbeBuffer(trainer.data.train_x, self.cfg.probe_size, self.cfg.probe_seed,
-                                  trainer.normalize, trainer.device, self.cfg.noise_std)
+                                  trainer.normalize, trainer.device, self.cfg.noise_std, self.cfg.lowres_scale)
         weights = [p for p in model.backbone.parameters()]
         self.initial = optimization.snapshot(weights)
         if hasattr(model, "target_backbone"):
@@ -173,9 +181,29 @@ class HealthMonitor:
         self.init_norms = _initial_norms(model, self.buffer.views[0])
         if trainer.step == 0 and self.cfg.knn_every and math.isnan(self.knn_start):
             self.knn_start = self.knn_origin = self._knn(trainer)
+            self._stage_metrics(trainer)   # keeps the stages' probe at the start
 
     def _knn(self, trainer) -> float:
-        return trainer.probe(max_train=self.cfg.knn_bank, max_val=self.cfg.knn_queries)["probe/knn"]
+        """The monitor's kNN probe. The stages' pooled outputs of the same forwards are kept for the
+        layer-wise metrics (`_stage_metrics`)."""
+        with stages.StageRecorder(trainer.model.backbone) as rec:
+            knn = trainer.probe(max_train=self.cfg.knn_bank, max_val=self.cfg.knn_queries)["probe/knn"]
+        self._stage_features = rec.features()
+        return knn
+
+    def _stage_metrics(self, trainer) -> dict[str, float]:
+        feats = self._stage_features
+        if len(feats) < 2:
+            return {}
+        _, bank_y, _, val_y = trainer.probe_split(self.cfg.knn_bank, self.cfg.knn_queries)
+        p = trainer.cfg.probe
+        knn = stages.stage_knn(feats, len(bank_y), bank_y.to(feats[0].device), val_y.to(feats[0].device),
+                               p.knn_k, p.knn_temperature, trainer.data.num_classes)
+        if self.stage_knn_start is None and trainer.step == 0:
+            self.stage_knn_start = knn
+        # CKA on the bank's rows only: the queries are another split, and 512 rows are plenty
+        bank = [f[:len(bank_y)] for f in feats]
+        return stages.stage_metrics(bank, knn, self.stage_knn_start)
 
     def after_step(self, trainer, out) -> None:
         self.losses.append(out.loss.detach().float())
@@ -252,6 +280,8 @@ class HealthMonitor:
             m.update(self._knn_metrics(trainer, window))
             # at the kNN probe's cadence: two small forward passes, read by no detector that needs them often
             m["health/encoder/noise_sensitivity"] = self._noise_sensitivity(model)
+            m["health/encoder/resolution_sensitivity"] = self._noise_sensitivity(model, self.buffer.lowres)
+            m.update(self._stage_metrics(trainer))
         model.train(was_training)
         return m
 
@@ -264,6 +294,8 @@ class HealthMonitor:
         h1, z1 = _embed(model, v1)
         self._capture = False
         m.update(self._transformer_metrics())
+        if isinstance(model.backbone, VisionTransformer):
+            m["tokens/position_share"] = self._position_share(model.backbone)
         h2, z2 = _embed(model, v2)
         # Geometry on host copies: on a GPU its small SVDs and some forty scalar reads each cost a
         # device round trip, while 128 rows of a few hundred numbers take a CPU core milliseconds.
@@ -283,6 +315,9 @@ class HealthMonitor:
             # is a bottleneck that throws away what the encoder learned (healthy heads expand: 0.9-2.3)
             enc = m["health/encoder/rank"]
             m["health/projector/rank_vs_encoder"] = m["health/projector/rank"] / enc if enc > 0 else float("nan")
+            # how much the head transforms: near 1 when its output is a rotation of its input (an identity-
+            # like head, the catalog's "projector memorises the identity"), low when it remaps the space
+            m["health/projector/encoder_cka"] = geometry.linear_cka(h1_host, z1.cpu())
         for branch, init in self.init_norms.items():
             now = m.get(f"health/{branch}/norm_mean", float("nan"))
             m[f"health/{branch}/norm_growth"] = now / init if init > 0 else float("nan")
@@ -308,9 +343,11 @@ class HealthMonitor:
         m.update(self._batchnorm_metrics(model, trainer.cfg.trainer.batch_size, h1, z1))
         return m
 
-    def _noise_sensitivity(self, model) -> float:
+    def _noise_sensitivity(self, model, perturbed: torch.Tensor | None = None) -> float:
+        """How far the buffer's perturbed copy (noisy unless given) moves its images' embeddings."""
+        perturbed = self.buffer.noisy if perturbed is None else perturbed
         return geometry.perturbation_sensitivity(_embed(model, self.buffer.clean)[0].cpu(),
-                                                 _embed(model, self.buffer.noisy)[0].cpu())
+                                                 _embed(model, perturbed)[0].cpu())
 
     def _knn_metrics(self, trainer, window: list[float]) -> dict[str, float]:
         """The probe falling from its best while the loss still improves is overfitting."""
@@ -431,6 +468,18 @@ class HealthMonitor:
         if self._capture and output.dim() == 3:
             self._tokens = output.detach()
 
+    @torch.no_grad()
+    def _position_share(self, vit: VisionTransformer) -> float:
+        """How much of the final patch tokens is position: the probe images with their patches shuffled
+        (each image's own order, fixed by the probe seed; shuffling patch embeddings is shuffling the
+        image's patches), then the positions added back in the usual order."""
+        x = self.buffer.clean[:ATTENTION_IMAGES]
+        content = vit.patch_embed(x).flatten(2).transpose(1, 2)
+        g = torch.Generator(device=x.device).manual_seed(self.cfg.probe_seed)
+        order = torch.rand(content.shape[:2], generator=g, device=x.device).argsort(dim=1)
+        shuffled = content.gather(1, order.unsqueeze(-1).expand_as(content))
+        return tokens.position_share(vit.forward_tokens(shuffled + vit.pos_embed)[:, 1:].cpu())
+
     def _transformer_metrics(self) -> dict[str, float]:
         """A ViT's attention (mean over blocks, its most uniform and its sharpest block) and patch-token similarity
         on the first probe view; nothing for other backbones."""
@@ -470,6 +519,7 @@ class HealthMonitor:
                 "grad_history": list(self.grad_history), "best_knn": self.best_knn,
                 "loss_at_best": self.loss_at_best, "first_loss": self.first_loss,
                 "knn_start": self.knn_start, "knn_origin": self.knn_origin, "last_metrics": dict(self.last_metrics),
+                "stage_knn_start": self.stage_knn_start,
                 "events": [asdict(e) for e in self.events],
                 "detectors": {d.name: d.state_dict() for d in self.detectors}}
 
@@ -487,6 +537,7 @@ class HealthMonitor:
         self.first_loss = state.get("first_loss", float("nan"))
         self.knn_start = state.get("knn_start", float("nan"))
         self.knn_origin = state.get("knn_origin", self.knn_start)
+        self.stage_knn_start = state.get("stage_knn_start")
         self.events = [Symptom(**e) for e in state["events"]]
         fired = {e.detector: e for e in self.events}
         for d in self.detectors:
@@ -499,6 +550,8 @@ class HealthMonitor:
         the overfitting detector's best probe included, restarts at the fork)."""
         if math.isnan(self.knn_origin):
             self.knn_origin = parent_state.get("knn_origin", parent_state.get("knn_start", float("nan")))
+        if self.stage_knn_start is None:
+            self.stage_knn_start = parent_state.get("stage_knn_start")
         # BYOL's target lag divides the online-target distance, built up over the parent's whole run, by
         # how far the online network moved: from the run's init, not from the fork (else a healthy child
         # reads as a frozen target). Kept from the fork when a patch changed the shapes.
@@ -548,4 +601,9 @@ def build_monitor(cfg: MonitorConfig) -> list:
         if d.symptom not in ids:
             raise ConfigError(f"monitor.detectors.{name}.symptom: {d.symptom!r} is not a symptom; "
                               f"valid: {', '.join(ids)}")
+        for key, valid in (("methods", METHODS), ("backbones", BACKBONES)):
+            bad = [v for v in getattr(d, key) if v not in valid]
+            if bad:
+                raise ConfigError(f"monitor.detectors.{name}.{key}: {', '.join(map(repr, bad))} unknown; "
+                                  f"valid: {', '.join(valid)}")
     return [HealthMonitor(cfg, ids)]

@@ -49,3 +49,17 @@ def head_redundancy(attn: torch.Tensor) -> float:
     if attn.dim() != 4 or attn.shape[1] < 2 or not _finite(attn):
         return NAN
     return mean_pair_cosine(attn.detach().double().flatten(2)).item()
+
+
+def position_share(tokens: torch.Tensor) -> float:
+    """Share of the patch tokens' variance (N images, T positions, D) explained by position: the spread of
+    each position's mean token over images, over the spread of all tokens. Measured on images whose
+    patches were shuffled, so content is independent of position: then 0 means the tokens carry no
+    position at all (a permutation-equivariant transformer), 1 that they carry nothing else."""
+    if tokens.dim() != 3 or tokens.shape[0] < 2 or not _finite(tokens):
+        return NAN
+    t = tokens.detach().double()
+    centred = t - t.mean(dim=(0, 1))
+    total = centred.pow(2).sum(-1).mean()
+    explained = centred.mean(dim=0).pow(2).sum(-1).mean()
+    return (explained / total).item() if total > 0 else NAN

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..fields import bounded, choice
-from ..layers import ACTIVATIONS, INITS, NORMS
+from ..layers import ACTIVATIONS, INITS, NORMS, DropPath
 
 from .convnet import TinyConvNet
 from .resnet import CifarResNet
@@ -26,6 +26,7 @@ class BackboneConfig:
     dropout: float = bounded(0.0, 0.0, 0.95)    # on the pooled feature (CNNs) / in MLP blocks (ViT)
     drop_path: float = bounded(0.0, 0.0, 0.95)  # stochastic depth on residual branches
     residual: bool = True
+    branch_scale: float = bounded(1.0, 0.0, 10.0)  # fixed multiplier on every residual branch (NF-ResNets' alpha)
     patch_size: int = bounded(4, 1)        # ViT only
     heads: int = bounded(4, 1)             # ViT only
     mlp_ratio: float = bounded(4.0, 0.25)  # ViT only
@@ -55,6 +56,10 @@ def build_backbone(cfg: BackboneConfig, in_channels: int = 3, image_size: int = 
                                 cfg.qk_norm, cfg.head_drop)
     else:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; valid: {', '.join(BACKBONES)}")
+    if cfg.branch_scale != 1.0:
+        for m in net.modules():
+            if isinstance(m, DropPath):   # every residual branch passes through one
+                m.scale = cfg.branch_scale
     return reparametrize(net, cfg.weight_norm)
 
 
