@@ -128,6 +128,15 @@ def layer_redundancy_loss(feats: list[torch.Tensor]) -> torch.Tensor:
     return sum(linear_cka(a, b) for a, b in zip(feats, feats[1:])) / (len(feats) - 1)
 
 
+def norm_preservation_loss(feats: list[torch.Tensor]) -> torch.Tensor:
+    """Squared log ratio of each layer's feature scale to the next one's, averaged over the pairs; a
+    layer's scale is the root mean square of its pooled output (N, C) per channel, so layers of
+    different widths compare. 0 when the scale holds through the depth; a layer whose output shrinks
+    (or grows) tenfold adds log(10)^2 = 5.3."""
+    scale = [_upcast(f).pow(2).mean().clamp_min(1e-12).log() / 2 for f in feats]
+    return sum((b - a).pow(2) for a, b in zip(scale, scale[1:])) / (len(feats) - 1)
+
+
 def rotate_quarters(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Each image of (B, C, H, W) square images turned by k[i] quarter turns (counter-clockwise)."""
     out = x.clone()
@@ -288,7 +297,7 @@ def build_aux_heads(cfg: "RegularizersConfig", feature_dim: int, channels: int,
 
 # terms on a ViT's attention maps and tokens, recorded during the training forward (VisionTransformer.internals)
 TOKEN_TERMS = ("attention_entropy", "head_diversity", "token_similarity")
-STAGE_TERMS = ("layer_vc", "layer_redundancy")   # read the intermediate stages' outputs
+STAGE_TERMS = ("layer_vc", "layer_redundancy", "norm_preservation")   # read the intermediate stages' outputs
 
 
 @dataclass
@@ -310,6 +319,7 @@ class RegularizersConfig:
     layer_vc: LayerVCReg = field(default_factory=LayerVCReg)  # variance/covariance on every intermediate stage
     layer_redundancy: Term = field(default_factory=Term)      # CKA between neighbouring intermediate stages
     position: Term = field(default_factory=Term)   # a ViT's patch tokens predict their own position (a head)
+    norm_preservation: Term = field(default_factory=Term)  # feature scale kept from stage to stage to the output
     overalignment: OveralignmentReg = field(default_factory=OveralignmentReg)  # positives capped at a cosine
     rotation: Term = field(default_factory=Term)            # predict each image's quarter turns from its features
     reconstruction: ReconstructionReg = field(default_factory=ReconstructionReg)  # decode a small image from them
@@ -437,6 +447,9 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
             value = per_view(lambda feats: layerwise_vc_loss(feats, c.gamma, c.cov_ratio), stage_outputs)
         elif name == "layer_redundancy":
             value = per_view(layer_redundancy_loss, stage_outputs)
+        elif name == "norm_preservation":   # the intermediate stages, then the encoder's output, per forward
+            encoder = out.embeddings["encoder"]
+            value = sum(norm_preservation_loss([*s, h]) for s, h in zip(stage_outputs, encoder)) / len(encoder)
         elif name in TOKEN_TERMS:
             term = {"token_similarity": lambda maps, tok: token_similarity_loss(tok),
                     "head_diversity": lambda maps, tok: head_diversity_loss(maps),

@@ -125,6 +125,26 @@ def test_stop_on_symptom_ends_the_run(compose_run, tmp_path):
     assert monitor.events and summary["steps"] == monitor.events[0].step < 200
 
 
+def test_a_backbone_starved_beside_a_fast_head_is_named_head_dominates(compose_run, tmp_path):
+    """The encoder at a hundredth of the projector's lr: the backbone's share of the two relative steps
+    falls near 0, where a healthy run's is about a half."""
+    short = ("trainer.max_steps=60", "monitor.knn_every=0", "model.width=16")
+    t, starved, _ = monitored(compose_run, tmp_path / "starved", "simclr", "fault=backbone_lr_starved", *short)
+    h, healthy, _ = monitored(compose_run, tmp_path / "healthy", "simclr", *short)
+    assert "head_dominates" in {e.id for e in starved.events}
+    assert "head_dominates" not in {e.id for e in healthy.events} and healthy.judged("head_dominates")
+    share = lambda tr: [r["weights/backbone_step_share"] for r in tr.history if "weights/backbone_step_share" in r]
+    assert max(share(t)) < 0.1 < 0.3 < min(share(h))
+
+
+def test_dead_stem_units_are_named_early_layers_degraded(compose_run, tmp_path):
+    """Dead ReLUs in the stem leave the first stage's kNN probe below what the random stem gave."""
+    args = ("trainer.max_steps=120", "monitor.knn_every=40", "monitor.detectors.early_layers_degraded.warmup=40")
+    t, dead, _ = monitored(compose_run, tmp_path / "dead", "simclr", "fault=dead_relu", *args)
+    gain = [r["stages/knn_first_gain"] for r in t.history if "stages/knn_first_gain" in r]
+    assert "early_layers_degraded" in {e.id for e in dead.events}, gain
+
+
 def test_unknown_symptom_in_a_detector_is_a_clear_error():
     from autofix.errors import ConfigError
     from autofix.monitor.detectors import DetectorConfig

@@ -286,6 +286,32 @@ def test_scale_consistency_compares_a_view_with_itself_at_a_lower_resolution(com
     assert out.terms["reg_consistency"].item() == pytest.approx(want.item(), rel=1e-5)
 
 
+def test_norm_preservation_is_the_squared_log_scale_step_between_layers():
+    from reference_models.regularizers import norm_preservation_loss
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+    wide = torch.cat([x, x], dim=1)                          # twice the width, the same per-channel scale
+    assert norm_preservation_loss([x, wide]).item() == pytest.approx(0.0, abs=1e-6)
+    assert norm_preservation_loss([x, 10 * x]).item() == pytest.approx(math.log(10) ** 2, rel=1e-5)
+    # two steps, one of x10 and one back: each adds log(10)^2, averaged over the two pairs
+    assert norm_preservation_loss([x, 10 * x, x]).item() == pytest.approx(math.log(10) ** 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("conf", ["vicreg", "mae"])
+def test_norm_preservation_reads_the_stages_and_the_output(compose_run, conf):
+    from autofix.build import build_model
+    from reference_models.regularizers import norm_preservation_loss
+    cfg = compose_run(conf, "regularizers.norm_preservation.weight=1")
+    model = build_model(cfg, 3, 32).train()
+    views = [torch.randn(4, 3, 32, 32) for _ in range(model.n_views)]
+    out = model(views, 0.0)
+    stages = [list(s) for s in zip(*[iter(model.backbone.stage_outputs)] * model.backbone.n_feature_stages)]
+    want = sum(norm_preservation_loss([*s, h]) for s, h in zip(stages, out.embeddings["encoder"])) / len(stages)
+    reg = apply_regularizers(model, views, out, cfg.regularizers)
+    assert reg.terms["reg_norm_preservation"].item() == pytest.approx(want.item(), rel=1e-5)
+    reg.loss.backward()
+    assert next(model.backbone.feature_stages()[0].parameters()).grad.abs().sum() > 0
+
+
 def test_position_loss_is_log_t_at_chance_and_zero_when_each_token_tells_its_place():
     from reference_models.regularizers import position_loss
     assert position_loss(torch.zeros(3, 5, 5)).item() == pytest.approx(math.log(5))

@@ -169,6 +169,8 @@ class HealthMonitor:
             self.initial_online = optimization.snapshot(list(model.backbone.parameters()) +
                                                         list(model.projector.parameters()))
         self.previous = optimization.snapshot(weights)
+        self.previous_head = optimization.snapshot(list(model.projector.parameters())) \
+            if hasattr(model, "projector") else None
         self.stages = _stage_indices(model.backbone, weights)
         for m in model.backbone.modules():
             if isinstance(m, ACTIVATION_TYPES):
@@ -267,6 +269,15 @@ class HealthMonitor:
         m["weights/nonfinite"] = float(optimization.count_nonfinite(weights))
         m["weights/duplicate_units"] = optimization.duplicate_unit_share(weights)
         self.previous = optimization.snapshot(weights)
+        if self.previous_head is not None:
+            # the projector's relative step over the backbone's: the catalog's "encoder stops improving,
+            # projector keeps changing" is a head that moves while the backbone does not
+            head = list(model.projector.parameters())
+            m["weights/head_update_ratio"] = optimization.update_ratio(self.previous_head, head)
+            # the backbone's share of the two relative steps: 0 when only the head moves, 1/2 when alike
+            steps = m["weights/update_ratio"] + m["weights/head_update_ratio"]
+            m["weights/backbone_step_share"] = m["weights/update_ratio"] / steps if steps > 0 else float("nan")
+            self.previous_head = optimization.snapshot(head)
 
         was_training = model.training
         model.eval()
@@ -514,7 +525,7 @@ class HealthMonitor:
         """Saved with each checkpoint, so that a resumed run (a requeued SLURM child, a killed parent)
         judges its next checks against the same baselines, windows and streaks as before the stop."""
         return {"initial": self.initial, "initial_online": getattr(self, "initial_online", None),
-                "previous": self.previous, "init_norms": dict(self.init_norms),
+                "previous": self.previous, "previous_head": self.previous_head, "init_norms": dict(self.init_norms),
                 "losses": [float(v) for v in self.losses], "grad_norms": [float(v) for v in self.grad_norms],
                 "grad_history": list(self.grad_history), "best_knn": self.best_knn,
                 "loss_at_best": self.loss_at_best, "first_loss": self.first_loss,
@@ -527,6 +538,8 @@ class HealthMonitor:
         """Called after on_start (which built the detectors and the probe buffer)."""
         dev = self.device  # checkpoints load onto the CPU
         self.initial, self.previous = [t.to(dev) for t in state["initial"]], [t.to(dev) for t in state["previous"]]
+        if state.get("previous_head") is not None and self.previous_head is not None:
+            self.previous_head = [t.to(dev) for t in state["previous_head"]]
         if state.get("initial_online") is not None:
             self.initial_online = [t.to(dev) for t in state["initial_online"]]
         self.init_norms = dict(state["init_norms"])

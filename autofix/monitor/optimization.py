@@ -141,3 +141,4 @@ def count_nonfinite(*tensors_or_iterables) -> int:
                 raise TypeError("count_nonfinite takes tensors, None or iterables of them, "
                                 f"not {type(item).__name__}") from None
     return count + int(sum(to_floats(on_device)))
+
