@@ -267,6 +267,10 @@ def validate(run: RunConfig) -> None:
     if run.model.shuffle_bn and run.model.bn_groups < 2:
         raise ConfigError("model.shuffle_bn: true needs model.bn_groups >= 2 (with one group the batch statistics "
                           "do not depend on the order), e.g. model.bn_groups=4")
+    c = run.regularizers.consistency
+    if c.weight > 0 and c.perturbation == "shuffle" and run.data.image_size % c.grid:
+        raise ConfigError(f"regularizers.consistency.grid: {c.grid} blocks do not tile data.image_size "
+                          f"{run.data.image_size}; valid: a divisor of it, e.g. 4")
     if getattr(run.method, "mask_block", 1) > 1:
         from reference_models.methods.mae import check_mask_block
 

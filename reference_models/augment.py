@@ -131,6 +131,17 @@ def at_resolution(y: torch.Tensor, frac: float) -> torch.Tensor:
     return F.interpolate(small, size=(hh, ww), mode="bilinear", align_corners=False)
 
 
+def shuffle_blocks(y: torch.Tensor, grid: int) -> torch.Tensor:
+    """Images (N, C, H, W) cut into grid x grid blocks, each image's blocks put back in a random order of
+    its own (a jigsaw without the puzzle): the same content at other positions. H and W divisible by grid."""
+    n, c, hh, ww = y.shape
+    bh, bw = hh // grid, ww // grid
+    blocks = y.reshape(n, c, grid, bh, grid, bw).permute(0, 2, 4, 1, 3, 5).reshape(n, grid * grid, c, bh, bw)
+    order = torch.rand(n, grid * grid, device=y.device).argsort(dim=1)
+    blocks = blocks.gather(1, order[:, :, None, None, None].expand_as(blocks))
+    return blocks.reshape(n, grid, grid, c, bh, bw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, hh, ww)
+
+
 def _hue_basis() -> tuple[torch.Tensor, torch.Tensor]:
     """Matrices A, B with hue_rotation(theta) = I + (cos(theta) - 1) * A + sin(theta) * B.
 

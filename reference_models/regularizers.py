@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fields import bounded, choice
-from .augment import at_resolution
+from .augment import at_resolution, shuffle_blocks
 from .losses import covariance_matrix, covariance_term, variance_term
 from .methods.base import MethodOutput
 
@@ -239,10 +239,12 @@ class FeatureNormReg(BranchTerm):
 
 @dataclass
 class ConsistencyReg(BranchTerm):
-    perturbation: str = choice("noise", ("noise", "lowres"))  # Gaussian input noise, or the view shown at
-                                               # a lower resolution (scale consistency)
+    perturbation: str = choice("noise", ("noise", "lowres", "shuffle"))  # Gaussian input noise, the view
+                                               # at a lower resolution (scale consistency), or its blocks
+                                               # shuffled (permutation invariance)
     sigma: float = bounded(0.1, 0.0)           # noise: std of the Gaussian input noise, in normalised units
     lowres: float = bounded(0.5, 0.05, 1.0)    # lowres: the side's fraction it is downsampled to
+    grid: int = bounded(4, 2, 32)              # shuffle: blocks per side (the image side must divide by it)
 
 
 @dataclass
@@ -481,8 +483,10 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                     value = covariance_gap(zs[0], zs[1])
             else:  # consistency: one more forward pass of the first view, perturbed
                 x = views[0]
-                h = model.backbone(x + c.sigma * torch.randn_like(x) if c.perturbation == "noise"
-                                   else at_resolution(x, c.lowres))
+                perturbed = {"noise": lambda: x + c.sigma * torch.randn_like(x),
+                             "lowres": lambda: at_resolution(x, c.lowres),
+                             "shuffle": lambda: shuffle_blocks(x, c.grid)}[c.perturbation]()
+                h = model.backbone(perturbed)
                 noisy = model.projector(h) if c.on == "projector" and hasattr(model, "projector") else h
                 value = consistency_loss(zs[0], noisy)
         ramp = min(1.0, (step + 1) / c.ramp_steps) if c.ramp_steps else 1.0

@@ -275,11 +275,12 @@ def test_each_vit_fault_trips_its_own_detector_where_a_healthy_vit_does_not(comp
         return {d.name: d.holds(row)[0] for d in monitor.detectors if d.holds(row) is not None}
 
     for fault, name in (("vit_sharp_attention", "attention_collapse"), ("vit_no_residual", "token_collapse"),
-                        ("vit_flat_attention", "attention_uniform"), ("vit_no_position", "position_ignored")):
+                        ("vit_flat_attention", "attention_uniform"), ("vit_no_position", "position_ignored"),
+                        ("vit_position_dominant", "position_dominates")):
         assert judge(fault)[name], fault
     healthy = judge("none")
     assert not healthy["attention_collapse"] and not healthy["token_collapse"]
-    assert not healthy["position_ignored"]
+    assert not healthy["position_ignored"] and not healthy["position_dominates"]
 
 
 def test_knn_gain_is_against_the_runs_start_and_a_fork_inherits_it(compose_run, tmp_path):

@@ -552,3 +552,16 @@ def test_position_share_known_answers():
     both = position_share(pos.expand(50, -1, -1) / pos.std() + content / content.std())
     assert 0.4 < both < 0.6
     assert math.isnan(position_share(content[:1])) and math.isnan(position_share(torch.zeros(4, 3, 2)))
+
+
+def test_position_decodability_known_answers():
+    from autofix.monitor.tokens import position_decodability
+    pos = torch.randn(1, 16, 24, generator=gen(42), dtype=torch.float64)
+    content = torch.randn(40, 16, 24, generator=gen(43), dtype=torch.float64)
+    # position plus a little content: read off exactly; content alone: chance (1/16) within sampling noise
+    assert position_decodability(pos.expand(40, -1, -1) + 0.1 * content) == 1.0
+    assert position_decodability(content) < 0.2
+    # loud content in its own directions does not hide a position that lives in others
+    loud = torch.cat([10 * content[..., :12], pos[..., 12:].expand(40, -1, -1)], dim=-1)
+    assert position_decodability(loud) == 1.0
+    assert math.isnan(position_decodability(content[:3]))

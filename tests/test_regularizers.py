@@ -242,6 +242,25 @@ def test_layer_vc_on_a_one_stage_vit_is_a_config_error(compose_run):
         build_model(cfg, 3, 32)
 
 
+def test_shuffle_blocks_moves_whole_blocks_and_keeps_the_content():
+    from reference_models.augment import shuffle_blocks
+    torch.manual_seed(0)
+    x = torch.arange(4 * 2 * 8 * 8, dtype=torch.float32).view(4, 2, 8, 8)
+    y = shuffle_blocks(x, 4)
+    cut = lambda t: t.reshape(4, 2, 4, 2, 4, 2).permute(0, 2, 4, 1, 3, 5).reshape(4, 16, -1)
+    for i in range(4):   # each image's 16 blocks are its own 16 blocks, each intact, in another order
+        assert sorted(map(tuple, cut(y)[i].tolist())) == sorted(map(tuple, cut(x)[i].tolist()))
+    assert not torch.equal(x, y)
+    assert torch.equal(shuffle_blocks(x, 1), x)
+
+
+def test_shuffle_consistency_needs_blocks_that_tile_the_image(compose_run):
+    from autofix.errors import ConfigError
+    with pytest.raises(ConfigError, match="regularizers.consistency.grid: 5 blocks do not tile data.image_size 32"):
+        compose_run("simclr", "regularizers.consistency.weight=1", "regularizers.consistency.perturbation=shuffle",
+                    "regularizers.consistency.grid=5")
+
+
 def test_layer_redundancy_is_the_mean_cka_of_neighbouring_layers():
     from reference_models.regularizers import layer_redundancy_loss, linear_cka
     g = torch.Generator().manual_seed(0)

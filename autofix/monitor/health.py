@@ -306,7 +306,7 @@ class HealthMonitor:
         self._capture = False
         m.update(self._transformer_metrics())
         if isinstance(model.backbone, VisionTransformer):
-            m["tokens/position_share"] = self._position_share(model.backbone)
+            m.update(self._position_metrics(model.backbone))
         h2, z2 = _embed(model, v2)
         # Geometry on host copies: on a GPU its small SVDs and some forty scalar reads each cost a
         # device round trip, while 128 rows of a few hundred numbers take a CPU core milliseconds.
@@ -480,16 +480,19 @@ class HealthMonitor:
             self._tokens = output.detach()
 
     @torch.no_grad()
-    def _position_share(self, vit: VisionTransformer) -> float:
-        """How much of the final patch tokens is position: the probe images with their patches shuffled
-        (each image's own order, fixed by the probe seed; shuffling patch embeddings is shuffling the
-        image's patches), then the positions added back in the usual order."""
+    def _position_metrics(self, vit: VisionTransformer) -> dict[str, float]:
+        """How much of the final patch tokens is position, and whether position can be read from them at
+        all: the probe images with their patches shuffled (each image's own order, fixed by the probe
+        seed; shuffling patch embeddings is shuffling the image's patches), then the positions added back
+        in the usual order."""
         x = self.buffer.clean[:ATTENTION_IMAGES]
         content = vit.patch_embed(x).flatten(2).transpose(1, 2)
         g = torch.Generator(device=x.device).manual_seed(self.cfg.probe_seed)
         order = torch.rand(content.shape[:2], generator=g, device=x.device).argsort(dim=1)
         shuffled = content.gather(1, order.unsqueeze(-1).expand_as(content))
-        return tokens.position_share(vit.forward_tokens(shuffled + vit.pos_embed)[:, 1:].cpu())
+        out = vit.forward_tokens(shuffled + vit.pos_embed)[:, 1:].cpu()
+        return {"tokens/position_share": tokens.position_share(out),
+                "tokens/position_decodable": tokens.position_decodability(out)}
 
     def _transformer_metrics(self) -> dict[str, float]:
         """A ViT's attention (mean over blocks, its most uniform and its sharpest block) and patch-token similarity

@@ -63,3 +63,22 @@ def position_share(tokens: torch.Tensor) -> float:
     total = centred.pow(2).sum(-1).mean()
     explained = centred.mean(dim=0).pow(2).sum(-1).mean()
     return (explained / total).item() if total > 0 else NAN
+
+
+def position_decodability(tokens: torch.Tensor, ridge: float = 1e-3) -> float:
+    """How well a linear read-out tells each patch token's position (N images, T positions, D): a ridge
+    regression onto the one-hot position fitted on the first half of the images, its accuracy on the
+    second half. About 1/T when the tokens carry no position (a transformer without positional
+    embedding, on shuffled patches), near 1 when position can be read off however loud the content is."""
+    if tokens.dim() != 3 or tokens.shape[0] < 4 or not _finite(tokens):
+        return NAN
+    t = tokens.detach().double()
+    n, positions, d = t.shape
+    half = n // 2
+    fit, held = t[:half].reshape(-1, d), t[half:].reshape(-1, d)
+    mean, scale = fit.mean(0), fit.std(0).clamp_min(1e-12)
+    fit, held = (fit - mean) / scale, (held - mean) / scale
+    target = torch.eye(positions, dtype=t.dtype).repeat(half, 1)
+    w = torch.linalg.solve(fit.T @ fit + ridge * len(fit) * torch.eye(d, dtype=t.dtype), fit.T @ target)
+    truth = torch.arange(positions).repeat(n - half)
+    return ((held @ w).argmax(dim=1) == truth).double().mean().item()

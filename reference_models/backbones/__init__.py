@@ -31,6 +31,7 @@ class BackboneConfig:
     heads: int = bounded(4, 1)             # ViT only
     mlp_ratio: float = bounded(4.0, 0.25)  # ViT only
     pos_embed: str = choice("sincos", ("sincos", "learned", "none"))  # ViT only
+    pos_scale: float = bounded(1.0, 0.0, 100.0)  # ViT only: multiplies the positional table
     token_drop: float = bounded(0.0, 0.0, 0.9)   # ViT only: share of patch tokens dropped per image in training
     attn_scale: float = bounded(1.0, 0.0, 1000.0)  # ViT only: multiplies the attention logits' 1/sqrt(d)
     qk_norm: bool = False                  # ViT only: LayerNorm on queries and keys (Dehghani et al. 2023)
@@ -53,7 +54,7 @@ def build_backbone(cfg: BackboneConfig, in_channels: int = 3, image_size: int = 
         net = VisionTransformer(in_channels, image_size, cfg.patch_size, cfg.width, cfg.depth, cfg.heads,
                                 cfg.mlp_ratio, cfg.norm, cfg.activation, cfg.init, cfg.dropout,
                                 cfg.drop_path, cfg.residual, cfg.pos_embed, cfg.token_drop, cfg.attn_scale,
-                                cfg.qk_norm, cfg.head_drop)
+                                cfg.qk_norm, cfg.head_drop, cfg.pos_scale)
     else:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; valid: {', '.join(BACKBONES)}")
     if cfg.branch_scale != 1.0:

@@ -77,7 +77,8 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, in_channels=3, image_size=32, patch_size=4, dim=192, depth=6, heads=3, mlp_ratio=4.0,
                  norm="layer", act="gelu", init="default", dropout=0.0, drop_path=0.0, residual=True,
-                 pos_embed="sincos", token_drop=0.0, attn_scale=1.0, qk_norm=False, head_drop=0.0):
+                 pos_embed="sincos", token_drop=0.0, attn_scale=1.0, qk_norm=False, head_drop=0.0,
+                 pos_scale=1.0):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
@@ -89,10 +90,11 @@ class VisionTransformer(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.token_drop = token_drop
+        # pos_scale multiplies the table (a learned one starts there): how loud position is beside content
         if pos_embed == "learned":
-            self.pos_embed = nn.Parameter(sincos_pos_embed(self.grid, dim)[None].clone())  # starts at sin-cos
+            self.pos_embed = nn.Parameter(pos_scale * sincos_pos_embed(self.grid, dim)[None])  # starts at sin-cos
         else:
-            table = sincos_pos_embed(self.grid, dim)[None]
+            table = pos_scale * sincos_pos_embed(self.grid, dim)[None]
             self.register_buffer("pos_embed", table if pos_embed == "sincos" else torch.zeros_like(table),
                                  persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, norm, act, dropout, drop_path, residual,
