@@ -56,7 +56,9 @@ def test_hydra_help_and_cfg_job(tmp_path):
     help_ = autofix("run", "conf=vicreg", "--help", tmp_path=tmp_path)
     assert help_.returncode == 0, help_.stderr
     assert "autofix is powered by Hydra" in help_.stdout and "== Configuration groups ==" in help_.stdout
-    assert "optimizer: adamw, lars, radam, sgd" in help_.stdout and "fault: adam_unstable, batchnorm_tiny_batch" in help_.stdout
+    assert "optimizer: adamw, lars, radam, sgd" in help_.stdout
+    faults = next(line for line in help_.stdout.splitlines() if line.startswith("fault: "))
+    assert faults.startswith("fault: adam_unstable, ") and "batchnorm_tiny_batch" in faults
     cfg = autofix("run", "conf=byol", "--cfg", "job", "trainer.max_steps=7", tmp_path=tmp_path)
     assert cfg.returncode == 0, cfg.stderr
     assert "name: byol" in cfg.stdout and "max_steps: 7" in cfg.stdout and "tau_base: 0.99" in cfg.stdout
