@@ -343,8 +343,8 @@ def record_stage_outputs(backbone: nn.Module) -> None:
     Forwards without gradients (the momentum target, probes, the monitor) are not kept."""
     stages = backbone.feature_stages()[:-1]
     if not stages:
-        raise ValueError("regularizers.layer_vc and layer_redundancy act on intermediate stages: this backbone "
-                         "has only one (raise model.depth)")
+        raise ValueError("regularizers.layer_vc, layer_redundancy and norm_preservation act on intermediate "
+                         "stages: this backbone has only one (raise model.depth)")
     backbone.stage_outputs = []
     backbone.n_feature_stages = len(stages)
 
@@ -360,8 +360,8 @@ def _take_stage_outputs(backbone: nn.Module) -> list[list[torch.Tensor]]:
     """The recorded stage outputs, one list per forward, and the record emptied."""
     kept, n = getattr(backbone, "stage_outputs", None), getattr(backbone, "n_feature_stages", 0)
     if not kept:
-        raise ValueError("regularizers.layer_vc / layer_redundancy: no stage outputs were recorded "
-                         "(record_stage_outputs was not called on this backbone)")
+        raise ValueError("regularizers.layer_vc / layer_redundancy / norm_preservation: no stage outputs were "
+                         "recorded (record_stage_outputs was not called on this backbone)")
     backbone.stage_outputs = []
     return [kept[i:i + n] for i in range(0, len(kept), n)]
 
@@ -450,8 +450,8 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
         elif name == "layer_redundancy":
             value = per_view(layer_redundancy_loss, stage_outputs)
         elif name == "norm_preservation":   # the intermediate stages, then the encoder's output, per forward
-            encoder = out.embeddings["encoder"]
-            value = sum(norm_preservation_loss([*s, h]) for s, h in zip(stage_outputs, encoder)) / len(encoder)
+            pairs = list(zip(stage_outputs, out.embeddings["encoder"]))
+            value = sum(norm_preservation_loss([*s, h]) for s, h in pairs) / len(pairs)
         elif name in TOKEN_TERMS:
             term = {"token_similarity": lambda maps, tok: token_similarity_loss(tok),
                     "head_diversity": lambda maps, tok: head_diversity_loss(maps),
