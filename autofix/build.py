@@ -46,7 +46,8 @@ def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
             raise ConfigError(str(e)) from None
         if "layer_redundancy" in cfg.regularizers.active() and backbone.n_feature_stages < 2:
             raise ConfigError("regularizers.layer_redundancy compares neighbouring intermediate stages: "
-                              f"model.backbone={cfg.model.backbone} at depth {cfg.model.depth} has one (raise model.depth)")
+                              f"model.backbone={cfg.model.backbone} at depth {cfg.model.depth} has one "
+                              "(raise model.depth)")
     model = build_method(cfg.method.name, backbone, _subset(method_cls, cfg.method),
                          _subset(HeadConfig, cfg.model.projector), _subset(HeadConfig, cfg.model.predictor))
     if cfg.model.bn_groups > 1:

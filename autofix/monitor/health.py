@@ -290,8 +290,7 @@ class HealthMonitor:
         if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:
             m.update(self._knn_metrics(trainer, window))
             # at the kNN probe's cadence: two small forward passes, read by no detector that needs them often
-            m["health/encoder/noise_sensitivity"] = self._noise_sensitivity(model)
-            m["health/encoder/resolution_sensitivity"] = self._noise_sensitivity(model, self.buffer.lowres)
+            m.update(self._perturbation_sensitivity(model))
             m.update(self._stage_metrics(trainer))
         model.train(was_training)
         return m
@@ -354,11 +353,13 @@ class HealthMonitor:
         m.update(self._batchnorm_metrics(model, trainer.cfg.trainer.batch_size, h1, z1))
         return m
 
-    def _noise_sensitivity(self, model, perturbed: torch.Tensor | None = None) -> float:
-        """How far the buffer's perturbed copy (noisy unless given) moves its images' embeddings."""
-        perturbed = self.buffer.noisy if perturbed is None else perturbed
-        return geometry.perturbation_sensitivity(_embed(model, self.buffer.clean)[0].cpu(),
-                                                 _embed(model, perturbed)[0].cpu())
+    def _perturbation_sensitivity(self, model) -> dict[str, float]:
+        """How far the buffer's noisy and low-resolution copies move its images' embeddings (the clean
+        images embedded once for both)."""
+        clean = _embed(model, self.buffer.clean)[0].cpu()
+        return {f"health/encoder/{name}_sensitivity": geometry.perturbation_sensitivity(
+                    clean, _embed(model, copy)[0].cpu())
+                for name, copy in (("noise", self.buffer.noisy), ("resolution", self.buffer.lowres))}
 
     def _knn_metrics(self, trainer, window: list[float]) -> dict[str, float]:
         """The probe falling from its best while the loss still improves is overfitting."""
