@@ -88,6 +88,8 @@ class OptimizerConfig:
     schedule: str = choice("cosine", ("cosine", "constant", "linear", "cosine_restarts"))
     restart_steps: int = bounded(100, 1)  # cosine_restarts: the cycle length (SGDR with a fixed period)
     warmup_steps: int = bounded(0, 0)
+    decay_steps: int = bounded(0, 0)      # cosine/linear decay reaches min_lr_ratio at this step and stays
+                                          # there (0 = at the run's last step)
     min_lr_ratio: float = bounded(0.0, 0.0, 1.0)
 
 

@@ -92,8 +92,9 @@ def build_optimizer(model, cfg: OptimizerConfig) -> torch.optim.Optimizer:
 
 
 def lr_factor(step: int, max_steps: int, cfg: OptimizerConfig) -> float:
-    """Linear warm-up from 0, then cosine (or linear, or constant) decay to min_lr_ratio; or cosine
-    decay restarted every `restart_steps` (SGDR, Loshchilov & Hutter 2017, with a fixed period)."""
+    """Linear warm-up from 0, then cosine (or linear, or constant) decay to min_lr_ratio by decay_steps
+    (default: the run's end); or cosine decay restarted every `restart_steps` (SGDR, Loshchilov & Hutter
+    2017, with a fixed period)."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
@@ -101,7 +102,7 @@ def lr_factor(step: int, max_steps: int, cfg: OptimizerConfig) -> float:
     if cfg.schedule == "cosine_restarts":
         t = (max(step - cfg.warmup_steps, 0) % cfg.restart_steps) / cfg.restart_steps
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-    span = max(max_steps - cfg.warmup_steps, 1)
+    span = max((cfg.decay_steps or max_steps) - cfg.warmup_steps, 1)
     t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
     decay = 0.5 * (1 + math.cos(math.pi * t)) if cfg.schedule == "cosine" else 1.0 - t
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay

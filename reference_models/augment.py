@@ -131,6 +131,16 @@ def at_resolution(y: torch.Tensor, frac: float) -> torch.Tensor:
     return F.interpolate(small, size=(hh, ww), mode="bilinear", align_corners=False)
 
 
+def shifted(y: torch.Tensor, frac: float) -> torch.Tensor:
+    """Images (N, C, H, W) moved right and down by `frac` of their side, the strip uncovered at the top and
+    left filled with zeros: the same pictures under a small padding-and-crop shift."""
+    hh, ww = y.shape[-2:]
+    dy, dx = min(hh - 1, round(hh * frac)), min(ww - 1, round(ww * frac))
+    out = torch.zeros_like(y)
+    out[..., dy:, dx:] = y[..., :hh - dy, :ww - dx]
+    return out
+
+
 def shuffle_blocks(y: torch.Tensor, grid: int) -> torch.Tensor:
     """Images (N, C, H, W) cut into grid x grid blocks, each image's blocks put back in a random order of
     its own (a jigsaw without the puzzle): the same content at other positions. H and W divisible by grid."""

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fields import bounded, choice
-from .augment import at_resolution, shuffle_blocks
+from .augment import at_resolution, shifted, shuffle_blocks
 from .losses import covariance_matrix, covariance_term, variance_term
 from .methods.base import MethodOutput
 
@@ -239,12 +239,14 @@ class FeatureNormReg(BranchTerm):
 
 @dataclass
 class ConsistencyReg(BranchTerm):
-    perturbation: str = choice("noise", ("noise", "lowres", "shuffle"))  # Gaussian input noise, the view
-                                               # at a lower resolution (scale consistency), or its blocks
-                                               # shuffled (permutation invariance)
+    perturbation: str = choice("noise", ("noise", "lowres", "shuffle", "shift"))  # Gaussian input noise, the
+                                               # view at a lower resolution (scale consistency), its blocks
+                                               # shuffled (permutation invariance), or moved by a few pixels
+                                               # (crop consistency; the uncovered border 0, the mean colour)
     sigma: float = bounded(0.1, 0.0)           # noise: std of the Gaussian input noise, in normalised units
     lowres: float = bounded(0.5, 0.05, 1.0)    # lowres: the side's fraction it is downsampled to
     grid: int = bounded(4, 2, 32)              # shuffle: blocks per side (the image side must divide by it)
+    shift: float = bounded(0.125, 0.0, 0.5)    # shift: the side's fraction the view moves right and down by
 
 
 @dataclass
@@ -485,7 +487,8 @@ def apply_regularizers(model: nn.Module, views: list[torch.Tensor], out: MethodO
                 x = views[0]
                 perturbed = {"noise": lambda: x + c.sigma * torch.randn_like(x),
                              "lowres": lambda: at_resolution(x, c.lowres),
-                             "shuffle": lambda: shuffle_blocks(x, c.grid)}[c.perturbation]()
+                             "shuffle": lambda: shuffle_blocks(x, c.grid),
+                             "shift": lambda: shifted(x, c.shift)}[c.perturbation]()
                 h = model.backbone(perturbed)
                 noisy = model.projector(h) if c.on == "projector" and hasattr(model, "projector") else h
                 value = consistency_loss(zs[0], noisy)

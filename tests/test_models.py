@@ -38,6 +38,27 @@ def test_residual_switch_changes_the_function():
     assert not torch.allclose(with_res(x), no_res(x))
 
 
+@pytest.mark.parametrize("backbone", ["tiny_convnet", "resnet18"])
+def test_padding_mode_changes_only_what_the_border_sees(backbone):
+    """Reflection padding on a constant image: every 3x3 window then sees the constant, so the stem's output
+    is the same at the border as inside; with zeros the border differs. 1x1 shortcuts keep no padding."""
+    torch.manual_seed(0)
+    zeros = build_backbone(BackboneConfig(backbone=backbone, width=8), 3, 16).eval()
+    torch.manual_seed(0)
+    reflect = build_backbone(BackboneConfig(backbone=backbone, width=8, padding_mode="reflect"), 3, 16).eval()
+    padded = [m for m in reflect.modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
+    assert padded and all(m.padding_mode == "reflect" for m in padded)
+    assert all(m.padding_mode == "zeros" for m in reflect.modules() if isinstance(m, nn.Conv2d) and m.padding == (0, 0))
+    x = torch.full((1, 3, 16, 16), 0.7)
+    conv = lambda net: net.stem[0](x)[0, 0]
+    assert torch.allclose(conv(reflect), conv(reflect)[8, 8].expand(16, 16), atol=1e-6)
+    assert not torch.allclose(conv(zeros)[0, 0], conv(zeros)[8, 8])
+    assert torch.allclose(conv(zeros)[8, 8], conv(reflect)[8, 8])      # the same weights inside
+    from reference_models.fields import FieldError, validate
+    with pytest.raises(FieldError, match="padding_mode: 'mirror' is not valid; choose one of zeros, reflect"):
+        validate(BackboneConfig(padding_mode="mirror"))
+
+
 def test_init_schemes_differ_and_unknown_ones_fail():
     a = build_backbone(BackboneConfig(width=8, init="orthogonal"))
     w = a.stem[0].weight.flatten(1)

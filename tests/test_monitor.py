@@ -94,6 +94,10 @@ def test_no_augmentation_leaves_the_encoder_sensitive_to_pixel_noise(compose_run
     lowres = lambda t: [r["health/encoder/resolution_sensitivity"] for r in t.history
                         if "health/encoder/resolution_sensitivity" in r][-1]
     assert lowres(bare) > 3 * lowres(usual) and lowres(usual) < 0.2
+    # ... and so does a shift by an eighth of the side (the shift_sensitivity detector's signal)
+    shift = lambda t: [r["health/encoder/shift_sensitivity"] for r in t.history
+                       if "health/encoder/shift_sensitivity" in r][-1]
+    assert shift(bare) > 1.5 * shift(usual)
 
 
 def test_bypassed_blocks_are_named_layer_redundancy_and_a_healthy_convnet_is_not(compose_run, tmp_path):
@@ -204,6 +208,36 @@ def test_geometry_every_not_a_multiple_of_every_is_a_clear_error():
     from autofix.monitor.health import MonitorConfig
     with pytest.raises(ConfigError, match="monitor.geometry_every: 30 is not a multiple of monitor.every"):
         build_monitor(MonitorConfig(every=20, geometry_every=30))
+
+
+def test_per_sample_layernorm_is_named_norm_uniform_and_an_inverted_lr_decay_early_layers_heavy(compose_run,
+                                                                                               tmp_path):
+    """LayerNorm at every block leaves every embedding with about one norm; a learning rate that grows
+    towards the input inflates the stem's weights against the last block's. A healthy run has neither."""
+    short = ("trainer.max_steps=60", "monitor.every=20", "monitor.knn_every=0")
+    # at the default width (32 channels): with the tests' 8, LayerNorm's pooled norms still spread (cv 0.05)
+    wide = ("trainer.max_steps=40", "model.width=32", "monitor.every=20", "monitor.knn_every=0")
+    _, layer, _ = monitored(compose_run, tmp_path / "layer", "simclr", "fault=norm_layer_everywhere", *wide)
+    _, boosted, _ = monitored(compose_run, tmp_path / "boost", "vicreg", "fault=early_lr_boost", *short)
+    t, healthy, _ = monitored(compose_run, tmp_path / "healthy", "simclr", *wide)
+    assert "norm_uniform" in {e.id for e in layer.events}
+    assert "early_layers_heavy" in {e.id for e in boosted.events}
+    assert not {"norm_uniform", "early_layers_heavy"} & {e.id for e in healthy.events}
+    assert healthy.judged("norm_uniform") and healthy.judged("early_layers_heavy")
+    growth = [r["weights/depth_norm_growth"] for r in t.history if "weights/depth_norm_growth" in r]
+    assert growth and max(growth) < 1.1
+
+
+def test_a_vit_whose_position_drowns_its_content_is_named_attention_static(compose_run, tmp_path):
+    """The positional table at 20x its scale: every image's attention maps follow the same positions. A
+    healthy MAE's maps share less across images."""
+    short = ("trainer.max_steps=120", "monitor.every=20", "monitor.geometry_every=20", "monitor.knn_every=0",
+             "monitor.detectors.attention_static.warmup=20")
+    _, loud, _ = monitored(compose_run, tmp_path / "loud", "mae", "fault=vit_position_dominant", *short)
+    t, healthy, _ = monitored(compose_run, tmp_path / "healthy", "mae", *short)
+    assert "attention_static" in {e.id for e in loud.events}
+    static = [r["attn/static_mean"] for r in t.history if "attn/static_mean" in r]
+    assert static and static[-1] < 0.45 and "attention_static" not in {e.id for e in healthy.events}
 
 
 def test_every_shipped_detector_names_a_known_symptom_and_every_fault_an_expected_one(compose_run):

@@ -239,6 +239,20 @@ def test_depth_update_ratio():
     assert math.isnan(optimization.depth_update_ratio(before, scaled, [[0, 1, 2]]))
 
 
+def test_depth_norm_growth():
+    # stage 0 is params 0 and 1 (norm 5), the last stage param 2 (norm 10)
+    initial = [torch.tensor([3.0, 0.0]), torch.tensor([[0.0], [4.0]]), torch.tensor([6.0, 8.0])]
+    heavy_input = [3 * initial[0], 3 * initial[1], initial[2]]           # the first stage tripled
+    assert optimization.depth_norm_growth(heavy_input, initial, [[0, 1], [2]]) == pytest.approx(3.0)
+    assert optimization.depth_norm_growth([2 * t for t in initial], initial, [[0, 1], [2]]) == pytest.approx(1.0)
+    heavy_output = [initial[0], initial[1], 4 * initial[2]]
+    assert optimization.depth_norm_growth(heavy_output, initial, [[0, 1], [2]]) == pytest.approx(0.25)
+    # a last stage shrunk to nothing, or a single stage: nothing to compare
+    assert math.isnan(optimization.depth_norm_growth([initial[0], initial[1], 0 * initial[2]], initial,
+                                                     [[0, 1], [2]]))
+    assert math.isnan(optimization.depth_norm_growth(initial, initial, [[0, 1, 2]]))
+
+
 def test_depth_update_ratio_sees_a_starved_stem():
     """Through the monitor: a tiny convnet whose stem gets 1/1000 of the lr reads about 1/1000 of the
     healthy ratio (both measured on the same model, batch and steps)."""
@@ -539,6 +553,16 @@ def test_at_resolution_keeps_the_size_and_flat_images():
     checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2
     low = at_resolution(checker.float().expand(1, 1, 16, 16), 0.5)
     assert low.shape == (1, 1, 16, 16) and torch.allclose(low, torch.full_like(low, 0.5))  # detail averaged away
+
+
+def test_shifted_moves_the_picture_and_zero_fills_the_border():
+    from reference_models.augment import shifted
+    x = torch.arange(1, 17, dtype=torch.float32).reshape(1, 1, 4, 4)
+    out = shifted(x, 0.25)                                     # one pixel right and down
+    assert out.shape == x.shape
+    assert torch.equal(out[0, 0, 0], torch.zeros(4)) and torch.equal(out[0, 0, :, 0], torch.zeros(4))
+    assert torch.equal(out[0, 0, 1:, 1:], x[0, 0, :3, :3])
+    assert torch.equal(shifted(x, 0.0), x)
 
 
 def test_position_share_known_answers():

@@ -18,6 +18,10 @@ def test_warmup_then_cosine_to_min():
     assert lr_factor(110, 110, cfg) == pytest.approx(0.1)
     assert lr_factor(50, 110, OptimizerConfig(schedule="constant")) == 1.0
     assert lr_factor(50, 100, OptimizerConfig(schedule="linear")) == pytest.approx(0.5)
+    # a decay sized for a shorter run: at its floor from decay_steps on, half-way at half of it
+    short = OptimizerConfig(schedule="cosine", warmup_steps=10, decay_steps=60)
+    assert lr_factor(35, 300, short) == pytest.approx(0.5)
+    assert lr_factor(60, 300, short) == pytest.approx(0.0, abs=1e-12) and lr_factor(250, 300, short) == 0.0
 
 
 def test_lars_step_size_follows_the_trust_ratio():

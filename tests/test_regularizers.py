@@ -291,17 +291,20 @@ def test_layer_redundancy_trains_through_the_stages_and_needs_two(compose_run):
         build_model(compose_run("mae", "model.depth=2", "regularizers.layer_redundancy.weight=1"), 3, 32)
 
 
-def test_scale_consistency_compares_a_view_with_itself_at_a_lower_resolution(compose_run):
+@pytest.mark.parametrize("kind", ["lowres", "shift"])
+def test_scale_and_shift_consistency_compare_a_view_with_itself_perturbed(compose_run, kind):
     from autofix.build import build_model
-    from reference_models.augment import at_resolution
+    from reference_models.augment import at_resolution, shifted
     from reference_models.regularizers import consistency_loss
-    cfg = compose_run("simclr", "regularizers.consistency.weight=1", "regularizers.consistency.perturbation=lowres",
-                      "regularizers.consistency.lowres=0.25", "regularizers.consistency.on=encoder")
+    cfg = compose_run("simclr", "regularizers.consistency.weight=1", f"regularizers.consistency.perturbation={kind}",
+                      "regularizers.consistency.lowres=0.25", "regularizers.consistency.shift=0.25",
+                      "regularizers.consistency.on=encoder")
     model = build_model(cfg, 3, 16).eval()     # eval: the check's forward sees the same BatchNorm statistics
     views = [torch.randn(4, 3, 16, 16) for _ in range(model.n_views)]
     out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers)
+    perturb = {"lowres": lambda x: at_resolution(x, 0.25), "shift": lambda x: shifted(x, 0.25)}[kind]
     with torch.no_grad():
-        want = consistency_loss(model.backbone(views[0]), model.backbone(at_resolution(views[0], 0.25)))
+        want = consistency_loss(model.backbone(views[0]), model.backbone(perturb(views[0])))
     assert out.terms["reg_consistency"].item() == pytest.approx(want.item(), rel=1e-5)
 
 

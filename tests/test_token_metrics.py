@@ -40,6 +40,26 @@ def test_head_redundancy_is_one_for_identical_heads_and_lower_for_different_ones
     assert math.isnan(tokens.head_redundancy(one))            # one head: nothing to compare
 
 
+def test_attention_static_share_known_answers():
+    t = 5
+    one = torch.softmax(torch.randn(1, 2, t, t, dtype=torch.float64), dim=-1)
+    assert math.isclose(tokens.attention_static_share(one.expand(6, 2, t, t)), 1.0, rel_tol=1e-9)  # same maps
+    # two images attending to opposite keys: centred, their maps cancel and nothing is shared
+    eye = torch.eye(t, dtype=torch.float64)
+    mirrored = torch.stack([eye, torch.roll(eye, 1, dims=1)])[:, None]
+    pair = tokens.attention_static_share(mirrored)
+    centred = mirrored - 1.0 / t
+    expected = centred.mean(0).pow(2).sum() / centred.pow(2).sum(dim=(1, 2, 3)).mean()
+    assert math.isclose(pair, expected.item(), rel_tol=1e-9) and pair < 0.5
+    # unrelated sharp maps of many images: only the sampling noise of their mean, about 1/N
+    g = torch.Generator().manual_seed(0)
+    many = torch.softmax(5 * torch.randn(200, 2, t, t, generator=g, dtype=torch.float64), dim=-1)
+    assert tokens.attention_static_share(many) < 0.03
+    uniform = torch.full((4, 2, t, t), 1.0 / t)
+    assert math.isnan(tokens.attention_static_share(uniform))         # no pattern to share
+    assert math.isnan(tokens.attention_static_share(one))             # one image: nothing to compare
+
+
 def test_attention_probs_match_the_blocks_own_attention():
     from reference_models.backbones.vit import Block
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reference_models.augment import AugmentConfig, BatchAugment, at_resolution
+from reference_models.augment import AugmentConfig, BatchAugment, at_resolution, shifted
 from reference_models.fields import bounded
 from reference_models.losses import masked_reconstruction, patchify
 from reference_models.backbones.vit import VisionTransformer
@@ -40,6 +40,7 @@ class MonitorConfig:
     probe_size: int = bounded(128, 8)      # images in the fixed probe buffer
     probe_seed: int = 1234                 # the buffer's images and views (same for a parent and its children)
     lowres_scale: float = bounded(0.5, 0.05, 1.0)  # the side's fraction of the buffer's low-resolution copy
+    shift_frac: float = bounded(0.125, 0.0, 0.5)  # the side's fraction the buffer's shifted copy moves by
     noise_std: float = bounded(0.03, 0.0, 1.0)   # pixel noise (images in [0, 1]) of the buffer's perturbed copy,
                                            # read by noise_sensitivity: about 8 grey levels of 255
     loss_window: int = bounded(50, 4)      # steps over which loss dynamics are measured
@@ -59,7 +60,7 @@ class ProbeBuffer:
     measured on ordinary views, and a parent and its children on the same ones."""
 
     def __init__(self, images_u8: torch.Tensor, size: int, seed: int, normalize, device, noise_std: float = 0.03,
-                 lowres: float = 0.5):
+                 lowres: float = 0.5, shift: float = 0.125):
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(images_u8), generator=g)[:size]
         x = images_u8[idx].to(device).float().div_(255)
@@ -72,6 +73,8 @@ class ProbeBuffer:
         self.noisy = normalize((x + noise_std * noise).clamp_(0.0, 1.0))
         # ... and at a lower resolution (downsampled, resized back): the catalog's "fails at low resolution"
         self.lowres = normalize(at_resolution(x, lowres))
+        # ... and moved by a few pixels, zeros filling the uncovered border: "shifts with padding or crops"
+        self.shifted = normalize(shifted(x, shift))
 
 
 @torch.no_grad()
@@ -146,6 +149,7 @@ class HealthMonitor:
         self._train_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.best_knn, self.loss_at_best = float("-inf"), float("nan")
         self.first_loss = float("nan")     # mean loss over the first check's window: the start's loss
+        self.min_loss = float("nan")       # the lowest such mean so far
         self.knn_start = float("nan")      # the probe before any step (runs from scratch only)
         self.knn_origin = float("nan")     # the same, or for a forked child its parent's: knn_gain's zero
         self._previous_encoder: torch.Tensor | None = None   # the probe's encoder embedding at the last check
@@ -162,7 +166,8 @@ class HealthMonitor:
                           for name, d in self.cfg.detectors.items() if d.symptom and d.enabled]
         self.detectors = [d for d in self.detectors if d.applies_to(self.method, trainer.cfg.model.backbone)]
         self.buffer = ProbeBuffer(trainer.data.train_x, self.cfg.probe_size, self.cfg.probe_seed,
-                                  trainer.normalize, trainer.device, self.cfg.noise_std, self.cfg.lowres_scale)
+                                  trainer.normalize, trainer.device, self.cfg.noise_std, self.cfg.lowres_scale,
+                                  self.cfg.shift_frac)
         weights = [p for p in model.backbone.parameters()]
         self.initial = optimization.snapshot(weights)
         if hasattr(model, "target_backbone"):
@@ -249,6 +254,7 @@ class HealthMonitor:
         if window and math.isnan(self.first_loss):
             first = window[-self.cfg.every:]
             self.first_loss = sum(first) / len(first)
+        m.update(self._loss_level(recent))
         m["loss/rel_improvement"] = dynamics.relative_improvement(window)
         m["loss/spike_score"] = dynamics.robust_spike_score(window)
         m["loss/oscillation"] = dynamics.oscillation(window)
@@ -266,6 +272,9 @@ class HealthMonitor:
         m["weights/norm_ratio"] = optimization.weight_norm_ratio(weights, self.initial)
         m["weights/update_ratio"] = optimization.update_ratio(self.previous, weights)
         m["weights/depth_update_ratio"] = optimization.depth_update_ratio(self.previous, weights, self.stages)
+        # the stem's growth since init over the last stage's: the catalog's "weight energy concentrates in
+        # the first 1-2 conv layers"
+        m["weights/depth_norm_growth"] = optimization.depth_norm_growth(weights, self.initial, self.stages)
         m["weights/nonfinite"] = float(optimization.count_nonfinite(weights))
         m["weights/duplicate_units"] = optimization.duplicate_unit_share(weights)
         self.previous = optimization.snapshot(weights)
@@ -294,6 +303,19 @@ class HealthMonitor:
             m.update(self._stage_metrics(trainer))
         model.train(was_training)
         return m
+
+    def _loss_level(self, recent: list) -> dict[str, float]:
+        """The loss over the last check's steps, and how much of the progress made since the start it has
+        given back: 0 at a new low, 1 back at the start (the catalog's "loss gradually increases instead
+        of decreasing"). NaN before there is progress to give back."""
+        vals = [v for v in (torch.stack(recent).tolist() if recent else []) if math.isfinite(v)]
+        if not vals:
+            return {}
+        now = sum(vals) / len(vals)
+        self.min_loss = now if math.isnan(self.min_loss) else min(self.min_loss, now)
+        progress = self.first_loss - self.min_loss
+        rise = (now - self.min_loss) / progress if progress > 1e-12 else float("nan")
+        return {"loss/mean": now, "loss/rise_from_min": rise}
 
     def _embedding_metrics(self, model, trainer) -> dict[str, float]:
         """Everything read from the probe buffer's two views: geometry of each branch, activations,
@@ -354,12 +376,12 @@ class HealthMonitor:
         return m
 
     def _perturbation_sensitivity(self, model) -> dict[str, float]:
-        """How far the buffer's noisy and low-resolution copies move its images' embeddings (the clean
-        images embedded once for both)."""
+        """How far the buffer's noisy, low-resolution and shifted copies move its images' embeddings (the
+        clean images embedded once for all three)."""
         clean = _embed(model, self.buffer.clean)[0].cpu()
-        return {f"health/encoder/{name}_sensitivity": geometry.perturbation_sensitivity(
-                    clean, _embed(model, copy)[0].cpu())
-                for name, copy in (("noise", self.buffer.noisy), ("resolution", self.buffer.lowres))}
+        copies = (("noise", self.buffer.noisy), ("resolution", self.buffer.lowres), ("shift", self.buffer.shifted))
+        return {f"health/encoder/{name}_sensitivity":
+                geometry.perturbation_sensitivity(clean, _embed(model, copy)[0].cpu()) for name, copy in copies}
 
     def _knn_metrics(self, trainer, window: list[float]) -> dict[str, float]:
         """The probe falling from its best while the loss still improves is overfitting."""
@@ -473,7 +495,8 @@ class HealthMonitor:
                 q, k, _ = block.split_heads(output.detach()[:ATTENTION_IMAGES].float())
                 attn = tokens.attention_probs(q, k, block.scale)
                 self._attn.append({"entropy": tokens.attention_entropy(attn), "max": tokens.attention_max(attn),
-                                   "redundancy": tokens.head_redundancy(attn)})
+                                   "redundancy": tokens.head_redundancy(attn),
+                                   "static": tokens.attention_static_share(attn)})
         return record
 
     def _record_tokens(self, module, inputs, output) -> None:
@@ -505,6 +528,12 @@ class HealthMonitor:
             m["attn/entropy_max_block"] = max(a["entropy"] for a in self._attn)
             m["attn/entropy_min_block"] = min(a["entropy"] for a in self._attn)
             m["attn/head_redundancy"] = mean("redundancy")
+            # how alike different images' maps are: the catalog's "attention maps static across inputs"
+            # (every block) and "early heads learn only positional identity" (the first block)
+            static = [a["static"] for a in self._attn]
+            known = [v for v in static if not math.isnan(v)]   # NaN: a block of uniform maps
+            m["attn/static_max_block"] = max(known) if known else float("nan")
+            m["attn/static_first_block"], m["attn/static_mean"] = static[0], sum(static) / len(static)
         if self._tokens is not None:
             m["tokens/patch_similarity"] = tokens.token_similarity(self._tokens[:, 1:].cpu())
         self._attn, self._tokens = [], None
@@ -532,7 +561,7 @@ class HealthMonitor:
                 "previous": self.previous, "previous_head": self.previous_head, "init_norms": dict(self.init_norms),
                 "losses": [float(v) for v in self.losses], "grad_norms": [float(v) for v in self.grad_norms],
                 "grad_history": list(self.grad_history), "best_knn": self.best_knn,
-                "loss_at_best": self.loss_at_best, "first_loss": self.first_loss,
+                "loss_at_best": self.loss_at_best, "first_loss": self.first_loss, "min_loss": self.min_loss,
                 "knn_start": self.knn_start, "knn_origin": self.knn_origin, "last_metrics": dict(self.last_metrics),
                 "stage_knn_start": self.stage_knn_start,
                 "events": [asdict(e) for e in self.events],
@@ -552,6 +581,7 @@ class HealthMonitor:
         self.grad_history, self.best_knn = list(state["grad_history"]), state["best_knn"]
         self.loss_at_best, self.last_metrics = state["loss_at_best"], dict(state["last_metrics"])
         self.first_loss = state.get("first_loss", float("nan"))
+        self.min_loss = state.get("min_loss", float("nan"))
         self.knn_start = state.get("knn_start", float("nan"))
         self.knn_origin = state.get("knn_origin", self.knn_start)
         self.stage_knn_start = state.get("stage_knn_start")

@@ -93,6 +93,18 @@ def depth_update_ratio(before: list[torch.Tensor], after: list[torch.Tensor], st
     return NAN if not last or math.isnan(first) or math.isinf(last) else first / last
 
 
+def depth_norm_growth(current: list[torch.Tensor], initial: list[torch.Tensor], stages: list[list[int]]) -> float:
+    """weight_norm_ratio of the first stage (the input end) over that of the last: about 1 when the whole
+    network grew or shrank alike, far above 1 when the weight energy piled up in the first layers. NaN
+    with fewer than two stages or an empty one."""
+    if len(stages) < 2:
+        return NAN
+    pick = lambda params, k: [params[i] for i in stages[k]]
+    sq = to_floats([norm_sq(pick(current, k)) for k in (0, -1)] + [norm_sq(pick(initial, k)) for k in (0, -1)])
+    first, last = _ratio(sq[0], sq[2]), _ratio(sq[1], sq[3])
+    return NAN if not last or math.isnan(first) or math.isinf(last) or math.isnan(last) else first / last
+
+
 def weight_norm_ratio(current: Iterable[torch.Tensor], initial: Iterable[torch.Tensor]) -> float:
     """||current|| / ||initial||, all tensors as one vector: growth (divergence, no weight decay) or
     shrinkage (too much weight decay) of the weights since a reference point."""

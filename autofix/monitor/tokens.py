@@ -51,6 +51,21 @@ def head_redundancy(attn: torch.Tensor) -> float:
     return mean_pair_cosine(attn.detach().double().flatten(2)).item()
 
 
+def attention_static_share(attn: torch.Tensor) -> float:
+    """Share of the attention maps' energy (N images, H heads, T x T; uniform attention subtracted) that
+    the images have in common: the mean map's squared norm over the mean squared norm of each image's
+    map. 1 when every image gets the same maps (attention set by position alone, whatever the content),
+    near 1/N when the maps of different images are unrelated. NaN for uniform maps, which carry no
+    pattern to share, or for a single image."""
+    if attn.dim() != 4 or attn.shape[0] < 2 or not _finite(attn):
+        return NAN
+    a = attn.detach().double()
+    centred = a - 1.0 / a.shape[-1]
+    total = centred.pow(2).sum(dim=(1, 2, 3)).mean()
+    shared = centred.mean(dim=0).pow(2).sum()
+    return (shared / total).item() if total > 1e-12 else NAN
+
+
 def position_share(tokens: torch.Tensor) -> float:
     """Share of the patch tokens' variance (N images, T positions, D) explained by position: the spread of
     each position's mean token over images, over the spread of all tokens. Measured on images whose

@@ -13,6 +13,7 @@ from .resnet import CifarResNet
 from .vit import VisionTransformer
 
 BACKBONES = ("tiny_convnet", "resnet18", "vit")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")   # torch.nn.Conv2d's own
 
 
 @dataclass
@@ -27,6 +28,7 @@ class BackboneConfig:
     drop_path: float = bounded(0.0, 0.0, 0.95)  # stochastic depth on residual branches
     residual: bool = True
     branch_scale: float = bounded(1.0, 0.0, 10.0)  # fixed multiplier on every residual branch (NF-ResNets' alpha)
+    padding_mode: str = choice("zeros", PADDING_MODES)  # CNNs: how 3x3 convolutions fill the border
     patch_size: int = bounded(4, 1)        # ViT only
     heads: int = bounded(4, 1)             # ViT only
     mlp_ratio: float = bounded(4.0, 0.25)  # ViT only
@@ -61,6 +63,12 @@ def build_backbone(cfg: BackboneConfig, in_channels: int = 3, image_size: int = 
         for m in net.modules():
             if isinstance(m, DropPath):   # every residual branch passes through one
                 m.scale = cfg.branch_scale
+    if cfg.padding_mode != "zeros":
+        # set after construction: Conv2d keeps the padded widths whatever the mode, and reads the mode
+        # at each forward. The ViT's patch embedding has no padding and is untouched.
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d) and any(p > 0 for p in m.padding):
+                m.padding_mode = cfg.padding_mode
     return reparametrize(net, cfg.weight_norm)
 
 
