@@ -237,7 +237,7 @@ def test_a_vit_whose_position_drowns_its_content_is_named_attention_static(compo
     t, healthy, _ = monitored(compose_run, tmp_path / "healthy", "mae", *short)
     assert "attention_static" in {e.id for e in loud.events}
     static = [r["attn/static_mean"] for r in t.history if "attn/static_mean" in r]
-    assert static and static[-1] < 0.45 and "attention_static" not in {e.id for e in healthy.events}
+    assert static and static[-1] < 0.5 and "attention_static" not in {e.id for e in healthy.events}
 
 
 def test_every_shipped_detector_names_a_known_symptom_and_every_fault_an_expected_one(compose_run):
