@@ -404,6 +404,14 @@ def test_relative_improvement():
     assert math.isnan(dynamics.relative_improvement([1.0, 2.0, 3.0]))
 
 
+def test_progress_given_back():
+    assert dynamics.progress_given_back(10.0, 2.0, 2.0) == 0.0            # at its lowest
+    assert dynamics.progress_given_back(10.0, 2.0, 6.0) == pytest.approx(0.5)
+    assert dynamics.progress_given_back(10.0, 2.0, 12.0) == pytest.approx(1.25)   # worse than the start
+    assert math.isnan(dynamics.progress_given_back(10.0, 10.0, 11.0))     # no progress yet to give back
+    assert math.isnan(dynamics.progress_given_back(10.0, 2.0, float("nan")))
+
+
 def test_spikes():
     flat = [1.0] * 20
     assert dynamics.robust_spike_score(flat) == 0.0

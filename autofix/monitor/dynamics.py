@@ -16,6 +16,15 @@ def _array(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+def progress_given_back(first: float, lowest: float, now: float) -> float:
+    """(now - lowest) / (first - lowest): the share of the progress from the start to the lowest loss so
+    far that the loss has given back. 0 at a new low, 1 back at the start, above 1 worse than the start;
+    NaN before there is progress (lowest >= first) or with a non-finite input."""
+    if not all(np.isfinite([first, lowest, now])) or first - lowest <= 1e-12:
+        return NAN
+    return float((now - lowest) / (first - lowest))
+
+
 def relative_improvement(values) -> float:
     """(mean of the first quarter - mean of the last quarter) / |mean of the first quarter|: the share
     of the loss removed over the window. Near 0 = stalled, negative = getting worse."""

@@ -313,9 +313,8 @@ class HealthMonitor:
             return {}
         now = sum(vals) / len(vals)
         self.min_loss = now if math.isnan(self.min_loss) else min(self.min_loss, now)
-        progress = self.first_loss - self.min_loss
-        rise = (now - self.min_loss) / progress if progress > 1e-12 else float("nan")
-        return {"loss/mean": now, "loss/rise_from_min": rise}
+        return {"loss/mean": now, "loss/rise_from_min": dynamics.progress_given_back(self.first_loss,
+                                                                                   self.min_loss, now)}
 
     def _embedding_metrics(self, model, trainer) -> dict[str, float]:
         """Everything read from the probe buffer's two views: geometry of each branch, activations,
