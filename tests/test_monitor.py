@@ -231,7 +231,7 @@ def test_per_sample_layernorm_is_named_norm_uniform_and_an_inverted_lr_decay_ear
 def test_a_vit_whose_position_drowns_its_content_is_named_attention_static(compose_run, tmp_path):
     """The positional table at 20x its scale: every image's attention maps follow the same positions. A
     healthy MAE's maps share less across images."""
-    short = ("trainer.max_steps=120", "monitor.every=20", "monitor.geometry_every=20", "monitor.knn_every=0",
+    short = ("trainer.max_steps=60", "monitor.every=20", "monitor.geometry_every=20", "monitor.knn_every=0",
              "monitor.detectors.attention_static.warmup=20")
     _, loud, _ = monitored(compose_run, tmp_path / "loud", "mae", "fault=vit_position_dominant", *short)
     t, healthy, _ = monitored(compose_run, tmp_path / "healthy", "mae", *short)
