@@ -79,30 +79,32 @@ def update_ratio(before: Iterable[torch.Tensor], after: Iterable[torch.Tensor]) 
     return _ratio(diff, base)
 
 
+def _first_over_last(stages: list[list[int]], num_sq, den_sq) -> float:
+    """sqrt(num/den) of the first stage over that of the last. `num_sq` and `den_sq` map a picker (a
+    parameter list -> that stage's tensors) to a squared norm; the four are read in one transfer. NaN
+    with fewer than two stages, or where the last stage's ratio is 0, infinite or undefined."""
+    if len(stages) < 2:
+        return NAN
+    pickers = [lambda params, k=k: [params[i] for i in stages[k]] for k in (0, -1)]
+    sq = to_floats([num_sq(p) for p in pickers] + [den_sq(p) for p in pickers])
+    first, last = _ratio(sq[0], sq[2]), _ratio(sq[1], sq[3])
+    return NAN if not last or math.isnan(first) or math.isinf(last) or math.isnan(last) else first / last
+
+
 def depth_update_ratio(before: list[torch.Tensor], after: list[torch.Tensor], stages: list[list[int]]) -> float:
     """update_ratio of the first stage (the input end) over that of the last, `stages` listing indices
     into the two parameter lists, input first. Near 0 when the first layers do not move while the last
     ones learn (a learning rate that vanishes towards the input, frozen or starved early layers); NaN
     where the last stage did not move either, or there are fewer than two stages."""
-    if len(stages) < 2:
-        return NAN
-    pick = lambda params, k: [params[i] for i in stages[k]]
-    sq = to_floats([distance_sq(pick(after, k), pick(before, k)) for k in (0, -1)] +
-                   [norm_sq(pick(before, k)) for k in (0, -1)])    # one transfer
-    first, last = _ratio(sq[0], sq[2]), _ratio(sq[1], sq[3])
-    return NAN if not last or math.isnan(first) or math.isinf(last) else first / last
+    return _first_over_last(stages, lambda pick: distance_sq(pick(after), pick(before)),
+                            lambda pick: norm_sq(pick(before)))
 
 
 def depth_norm_growth(current: list[torch.Tensor], initial: list[torch.Tensor], stages: list[list[int]]) -> float:
     """weight_norm_ratio of the first stage (the input end) over that of the last: about 1 when the whole
     network grew or shrank alike, far above 1 when the weight energy piled up in the first layers. NaN
     with fewer than two stages or an empty one."""
-    if len(stages) < 2:
-        return NAN
-    pick = lambda params, k: [params[i] for i in stages[k]]
-    sq = to_floats([norm_sq(pick(current, k)) for k in (0, -1)] + [norm_sq(pick(initial, k)) for k in (0, -1)])
-    first, last = _ratio(sq[0], sq[2]), _ratio(sq[1], sq[3])
-    return NAN if not last or math.isnan(first) or math.isinf(last) or math.isnan(last) else first / last
+    return _first_over_last(stages, lambda pick: norm_sq(pick(current)), lambda pick: norm_sq(pick(initial)))
 
 
 def weight_norm_ratio(current: Iterable[torch.Tensor], initial: Iterable[torch.Tensor]) -> float:
