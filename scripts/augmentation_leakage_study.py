@@ -41,9 +41,9 @@ def measure(conf: str, data: str, fault: str | None, out_dir: str) -> dict:
     import torch.nn.functional as F
 
     sys.path.insert(0, str(ROOT))
-    from autofix.config import to_run_config
-    from autofix.hydra_app import compose
-    from autofix.trainer import Trainer
+    from autofix.config.convert import to_run_config
+    from autofix.config.compose import compose
+    from autofix.run.trainer import Trainer
 
     torch.set_num_threads(1)
     overrides = ["remediation=off", "tracking.enabled=false", "trainer.progress=false", f"data={data}",

@@ -29,10 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autofix.config import to_run_config  # noqa: E402
-from autofix.hydra_app import compose  # noqa: E402
-from autofix.monitor.health import build_monitor  # noqa: E402
-from autofix.trainer import Trainer  # noqa: E402
+from autofix.config.convert import to_run_config
+from autofix.config.compose import compose
+from autofix.monitor.health import build_monitor
+from autofix.run.trainer import Trainer
 
 
 def make_trainer(method: str, overrides: list[str], workdir: Path, monitor: bool = False) -> Trainer:

@@ -20,8 +20,8 @@ def _pct(n: int, total: int) -> str:
 
 
 def generate() -> str:
-    from autofix import catalog, interventions, links
-    from autofix.symptoms import load_symptoms
+    from autofix.knowledge import catalog, interventions, links
+    from autofix.knowledge.symptoms import load_symptoms
 
     cat = catalog.load()
     linked = links.load(catalog=cat)

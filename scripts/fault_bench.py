@@ -42,10 +42,10 @@ def _run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from autofix.config import to_run_config
-    from autofix.hydra_app import compose
+    from autofix.config.convert import to_run_config
+    from autofix.config.compose import compose
     from autofix.monitor.health import build_monitor
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
 
     overrides = [f"data={job['data']}", f"trainer.seed={job['seed']}", "tracking.enabled=false",
                  "trainer.progress=false", "probe.linear=false", "trainer.ckpt_every=0",
@@ -141,10 +141,10 @@ def replay(results: list[dict]) -> list[dict]:
     threshold change is re-judged on the same metric histories, without training again."""
     from dataclasses import asdict
 
-    from autofix.config import to_run_config
-    from autofix.hydra_app import compose
+    from autofix.config.convert import to_run_config
+    from autofix.config.compose import compose
     from autofix.monitor.detectors import Detector
-    from autofix.symptoms import catalog_ids
+    from autofix.knowledge.links import catalog_ids
 
     ids = catalog_ids()
     monitors = {}

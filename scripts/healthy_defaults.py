@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autofix.config import to_run_config  # noqa: E402
-from autofix.hydra_app import compose  # noqa: E402
-from autofix.trainer import Trainer  # noqa: E402
+from autofix.config.convert import to_run_config
+from autofix.config.compose import compose
+from autofix.run.trainer import Trainer
 
 
 def run_one(method: str, data: str, overrides: list[str], workdir: Path) -> dict:

@@ -20,8 +20,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_throughput import autofix_loop, make_trainer, sync  # noqa: E402
 
-from autofix.monitor import geometry, optimization  # noqa: E402
-from autofix.monitor.health import _embed, _geometry  # noqa: E402
+from autofix.monitor import geometry, optimization
+from autofix.monitor.buffer import embed as _embed
+from autofix.monitor.embedding_signals import branch_geometry as _geometry
 from reference_models.methods.mae import MAE  # noqa: E402
 
 

@@ -167,7 +167,7 @@ def main() -> int:
     ap.add_argument("--out", help="folder for proposed link files (100 entries each)")
     ap.add_argument("--diff", action="store_true", help="compare the rules with the reviewed links")
     args = ap.parse_args()
-    from autofix import catalog, links
+    from autofix.knowledge import catalog, links
 
     cat = catalog.load()
     proposed = propose(cat)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from autofix import catalog, interventions, links
+from autofix.knowledge import catalog, interventions, links
 
 GOOD = """# My catalog
 

@@ -5,10 +5,11 @@ import copy
 import pytest
 import yaml
 
-from autofix import interventions as I
-from autofix.config import to_run_config, validate
-from autofix.hydra_app import compose
-from autofix.symptoms import load_symptoms
+from autofix.knowledge import interventions as I
+from autofix.config.convert import to_run_config, validate
+from autofix.config.compose import compose
+from autofix.core.paths import interventions_dir
+from autofix.knowledge.symptoms import load_symptoms
 
 REGISTRY = I.load()
 CASES = [(iv.id, m) for iv in REGISTRY.values() for m in iv.methods]
@@ -117,7 +118,7 @@ def test_unknown_intervention_lists_the_valid_ones():
 
 
 def test_shipped_files_parse_as_plain_yaml():
-    for path in I.INTERVENTIONS_DIR.glob("*.yaml"):
+    for path in interventions_dir().glob("*.yaml"):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path.name
 
 

@@ -235,8 +235,8 @@ def test_ghost_batchnorm_normalises_each_sub_batch_on_its_own():
 
 
 def test_shuffled_second_view_meets_other_company_in_ghost_batchnorm_and_is_put_back_in_order(compose_run):
-    from autofix.build import build_model
-    from autofix.errors import ConfigError
+    from autofix.run.build import build_model
+    from autofix.core.errors import ConfigError
     x = torch.randn(8, 3, 16, 16)
     torch.manual_seed(0)
     plain = build_model(compose_run("simclr", "model.bn_groups=2"), 3, 16).train()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from autofix.monitor.health import build_monitor
-from autofix.trainer import Trainer
+from autofix.run.trainer import Trainer
 
 
 def monitored(compose_run, tmp_path, name, *overrides):
@@ -31,7 +31,7 @@ def test_hot_temperature_is_named_and_logged(compose_run, tmp_path):
     ids = [e.id for e in monitor.events]
     assert "temperature" in ids
     event = next(e for e in monitor.events if e.id == "temperature")
-    from autofix.links import load
+    from autofix.knowledge.links import load
     # the catalog entries linked to the symptom (interventions/catalog_links/)
     assert event.step <= 60 and event.catalog_ids == load().for_symptom("temperature") and 85 in event.catalog_ids
     assert event.evidence["simclr/neg_entropy"]["value"] > 0.97
@@ -112,7 +112,7 @@ def test_bypassed_blocks_are_named_layer_redundancy_and_a_healthy_convnet_is_not
     cka = [r["stages/adjacent_cka_max"] for r in t.history if "stages/adjacent_cka_max" in r]
     assert cka and max(cka) < 0.995
     # the stages' kNN probe is measured from the same forwards, and the first stage's start is kept
-    assert healthy.stage_knn_start is not None and len(healthy.stage_knn_start) == 4
+    assert healthy.knn.stage_knn_start is not None and len(healthy.knn.stage_knn_start) == 4
 
 
 def test_healthy_short_run_raises_no_alarm(compose_run, tmp_path):
@@ -150,18 +150,19 @@ def test_dead_stem_units_are_named_early_layers_degraded(compose_run, tmp_path):
 
 
 def test_unknown_symptom_in_a_detector_is_a_clear_error():
-    from autofix.errors import ConfigError
-    from autofix.monitor.detectors import DetectorConfig
-    from autofix.monitor.health import MonitorConfig
+    from autofix.core.errors import ConfigError
+    from autofix.config.monitor import DetectorConfig
+    from autofix.config.monitor import MonitorConfig
     cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="nonsense")})
     with pytest.raises(ConfigError, match="monitor.detectors.mine.symptom: 'nonsense' is not a symptom"):
         build_monitor(cfg)
 
 
 def test_unknown_method_or_backbone_in_a_detector_is_a_clear_error():
-    from autofix.errors import ConfigError
-    from autofix.monitor.detectors import Detector, DetectorConfig
-    from autofix.monitor.health import MonitorConfig
+    from autofix.core.errors import ConfigError
+    from autofix.monitor.detectors import Detector
+    from autofix.config.monitor import DetectorConfig
+    from autofix.config.monitor import MonitorConfig
     cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="divergence", backbones=["vgg"])})
     with pytest.raises(ConfigError, match="monitor.detectors.mine.backbones: 'vgg' unknown; valid: tiny_convnet"):
         build_monitor(cfg)
@@ -204,8 +205,8 @@ def test_mae_default_checks_its_reconstruction_at_every_check_and_geometry_rarel
 
 
 def test_geometry_every_not_a_multiple_of_every_is_a_clear_error():
-    from autofix.errors import ConfigError
-    from autofix.monitor.health import MonitorConfig
+    from autofix.core.errors import ConfigError
+    from autofix.config.monitor import MonitorConfig
     with pytest.raises(ConfigError, match="monitor.geometry_every: 30 is not a multiple of monitor.every"):
         build_monitor(MonitorConfig(every=20, geometry_every=30))
 
@@ -241,7 +242,7 @@ def test_a_vit_whose_position_drowns_its_content_is_named_attention_static(compo
 
 
 def test_every_shipped_detector_names_a_known_symptom_and_every_fault_an_expected_one(compose_run):
-    from autofix.symptoms import load_symptoms
+    from autofix.knowledge.symptoms import load_symptoms
     known = set(load_symptoms())
     cfg = compose_run("vicreg")
     assert build_monitor(cfg.monitor)  # validates every detector's symptom
@@ -271,7 +272,7 @@ def test_resumed_run_keeps_the_monitors_state(compose_run, tmp_path):
     assert {d.name: d.state_dict() for d in a.detectors} == {d.name: d.state_dict() for d in b.detectors}
     # the same resume with the monitor at another position in the hook list gets no state: it judges afresh
     fresh = build_monitor(compose_run("vicreg", *common).monitor)
-    from autofix.trainer import Hook
+    from autofix.run.trainer import Hook
     Trainer(compose_run("vicreg", *common, f"trainer.resume={half}"), tmp_path / "r2", hooks=[Hook()] + fresh).fit()
     assert [(e.step, e.onset) for e in fresh[0].events] != [(e.step, e.onset) for e in a.events]
 
@@ -279,13 +280,13 @@ def test_resumed_run_keeps_the_monitors_state(compose_run, tmp_path):
 def test_initial_feature_norms_use_batch_statistics_and_leave_the_model_alone(compose_run, tmp_path):
     import torch
 
-    from autofix.monitor.health import _initial_norms
+    from autofix.monitor.buffer import initial_norms
 
     trainer = Trainer(compose_run("simclr"), tmp_path)
     model = trainer.model.eval()
     x = trainer.normalize(trainer.data.train_x[:64].float().div(255))
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
-    norms = _initial_norms(model, x)
+    norms = initial_norms(model, x)
     assert not model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in buffers.items())
     with torch.no_grad():
         model.train()
@@ -324,7 +325,7 @@ def test_knn_gain_is_against_the_runs_start_and_a_fork_inherits_it(compose_run, 
     hooks = build_monitor(compose_run("vicreg", *common).monitor)
     parent = Trainer(compose_run("vicreg", *common), tmp_path / "parent", hooks=hooks)
     parent.fit()
-    start = hooks[0].knn_start
+    start = hooks[0].knn.knn_start
     assert 0.0 < start <= 1.0
     rows = [r for r in parent.history if "health/knn_gain" in r]
     assert rows and all(r["health/knn_gain"] == pytest.approx(r["health/knn"] - start) for r in rows)
@@ -335,8 +336,8 @@ def test_knn_gain_is_against_the_runs_start_and_a_fork_inherits_it(compose_run, 
     child_hooks = build_monitor(compose_run("vicreg", *common).monitor)
     child = Trainer(compose_run("vicreg", *common, f"trainer.fork={fork}"), tmp_path / "child", hooks=child_hooks)
     child.fit()
-    monitor = child_hooks[0]
-    assert monitor.knn_origin == start and monitor.knn_start != monitor.knn_start   # NaN: not a run from step 0
+    knn = child_hooks[0].knn
+    assert knn.knn_origin == start and knn.knn_start != knn.knn_start   # NaN: not a run from step 0
     row = next(r for r in child.history if "health/knn_gain" in r)
     assert row["health/knn_gain"] == pytest.approx(row["health/knn"] - start)
     assert row["health/knn_drop"] == 0.0    # the overfitting detector's best starts at the fork

@@ -257,7 +257,7 @@ def test_depth_update_ratio_sees_a_starved_stem():
     """Through the monitor: a tiny convnet whose stem gets 1/1000 of the lr reads about 1/1000 of the
     healthy ratio (both measured on the same model, batch and steps)."""
     from reference_models.backbones import TinyConvNet
-    from autofix.monitor.health import _stage_indices
+    from autofix.monitor.training_signals import _stage_indices
 
     def ratio(stem_lr_mult):
         torch.manual_seed(0)

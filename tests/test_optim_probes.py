@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from autofix.config import OptimizerConfig
-from autofix.optim import LARS, build_optimizer, lr_factor, set_weight_decay, weight_decay_at
-from autofix.probes import knn_accuracy, linear_probe_accuracy
+from autofix.config.schema import OptimizerConfig
+from autofix.run.optim import LARS, build_optimizer, lr_factor, set_weight_decay, weight_decay_at
+from autofix.monitor.probes import knn_accuracy, linear_probe_accuracy
 
 
 def test_warmup_then_cosine_to_min():
@@ -98,8 +98,8 @@ def test_linear_probe_separable_and_nan():
 def test_layer_lr_decay_scales_each_stage(compose_run, backbone, decay):
     """Stage i of n (the backbone's stages(), input first) gets decay^(n-1-i) x lr: below 1 the input
     end learns slowest, above 1 fastest; the heads keep the lr; every parameter is in one group."""
-    from autofix.build import build_model
-    from autofix.optim import build_optimizer
+    from autofix.run.build import build_model
+    from autofix.run.optim import build_optimizer
     cfg = compose_run("vicreg", f"model.backbone={backbone}", f"optimizer.layer_lr_decay={decay}",
                       "optimizer.exclude_norm_bias=false")
     model = build_model(cfg, 3, 32)
@@ -115,7 +115,7 @@ def test_layer_lr_decay_scales_each_stage(compose_run, backbone, decay):
 
 def test_probe_subset_is_class_balanced_and_fixed():
     # an image folder's split is class by class on disk: the first 40 would all be class 0
-    from autofix.trainer import _subset
+    from autofix.run.trainer import _subset
     y = torch.arange(4).repeat_interleave(50)
     x = torch.arange(200)
     sx, sy = _subset(x, y, 40)
@@ -147,7 +147,7 @@ def test_radam_is_built_with_decoupled_decay():
 
 
 def test_pcgrad_removes_only_conflicting_components():
-    from autofix.optim import pcgrad
+    from autofix.run.optim import pcgrad
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
     assert torch.equal(pcgrad([a, b]), a + b)                      # orthogonal: a plain sum
     g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])   # dot -1: each loses its part along the other
@@ -159,7 +159,7 @@ def test_pcgrad_removes_only_conflicting_components():
 def test_gradient_surgery_step_adds_up_like_a_plain_backward_when_terms_agree(compose_run, tmp_path):
     """Two halves of one loss never conflict: the surgery's gradients are a plain backward's, parameter by
     parameter. VICReg's three terms do conflict, and trainer.pcgrad then changes the step's gradients."""
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
 
     cfg = compose_run("vicreg", "trainer.max_steps=1", "monitor.enabled=false")
     trainer = Trainer(cfg, tmp_path / "a")

@@ -73,7 +73,7 @@ def test_covariance_gap_ignores_means_and_sees_axes():
 def test_anchor_term_is_zero_at_a_fresh_snapshot_and_grows_as_the_model_moves(compose_run):
     """The snapshot is taken at the first step it is needed and retaken `every` steps later: right after a
     snapshot the term is 0; once the weights move it is not; and it gives the model a gradient."""
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run("vicreg", "regularizers.anchor.weight=1", "regularizers.anchor.every=5")
     model = build_model(cfg, 3, 32).eval()   # eval: BatchNorm's running stats do not move between calls
     views = [torch.randn(16, 3, 32, 32), torch.randn(16, 3, 32, 32)]
@@ -90,7 +90,7 @@ def test_anchor_term_is_zero_at_a_fresh_snapshot_and_grows_as_the_model_moves(co
 
 
 def test_two_view_terms_refuse_a_one_view_method(compose_run):
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run("mae", "regularizers.view_covariance.weight=1")
     model = build_model(cfg, 3, 32)
     x = [torch.randn(4, 3, 32, 32)]
@@ -105,7 +105,7 @@ def test_no_active_regularizer_leaves_the_output_untouched():
 
 
 def test_regularizers_add_weighted_terms_and_gradients(compose_run):
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run("simclr", "regularizers.uniformity.weight=0.5", "regularizers.repulsion.weight=2",
                       "regularizers.orthogonality.weight=0.1", "regularizers.consistency.weight=1",
                       "regularizers.variance.weight=3", "regularizers.variance.on=encoder")
@@ -124,7 +124,7 @@ def test_regularizers_add_weighted_terms_and_gradients(compose_run):
 
 
 def test_mae_regularizer_falls_back_to_the_encoder(compose_run):
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run("mae", "regularizers.uniformity.weight=1")
     model = build_model(cfg, 3, 32)
     out = apply_regularizers(model, [torch.randn(8, 3, 32, 32)], model([torch.randn(8, 3, 32, 32)], 0.0),
@@ -165,7 +165,7 @@ def test_head_diversity_and_token_similarity_are_one_when_all_alike():
 
 
 def test_token_terms_train_a_vit_through_its_recorded_attention(compose_run):
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run("mae", "regularizers.attention_entropy.weight=1", "regularizers.head_diversity.weight=1",
                       "regularizers.token_similarity.weight=1", "model.qk_norm=true", "model.head_drop=0.25",
                       "regularizers.rotation.weight=1")   # its extra forward records too, and is dropped
@@ -180,8 +180,8 @@ def test_token_terms_train_a_vit_through_its_recorded_attention(compose_run):
 
 
 def test_token_terms_on_a_convnet_are_a_config_error(compose_run):
-    from autofix.build import build_model
-    from autofix.errors import ConfigError
+    from autofix.run.build import build_model
+    from autofix.core.errors import ConfigError
     cfg = compose_run("simclr", "regularizers.token_similarity.weight=1")
     with pytest.raises(ConfigError, match="vit"):
         build_model(cfg, 3, 32)
@@ -217,7 +217,7 @@ def test_layerwise_vc_zero_for_spread_decorrelated_layers_and_gamma_for_constant
 def test_layer_vc_reads_each_training_forwards_intermediate_stages(compose_run, conf, overrides, stages):
     """One record per view and intermediate stage (the target's and the monitor's gradient-free forwards
     leave none), consumed by the step so nothing piles up; its gradient reaches the first stage."""
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run(conf, *overrides, "regularizers.layer_vc.weight=1", "regularizers.consistency.weight=1")
     model = build_model(cfg, 3, 16).train()
     views = [torch.randn(8, 3, 16, 16) for _ in range(model.n_views)]
@@ -235,8 +235,8 @@ def test_layer_vc_reads_each_training_forwards_intermediate_stages(compose_run, 
 
 
 def test_layer_vc_on_a_one_stage_vit_is_a_config_error(compose_run):
-    from autofix.build import build_model
-    from autofix.errors import ConfigError
+    from autofix.run.build import build_model
+    from autofix.core.errors import ConfigError
     cfg = compose_run("mae", "model.depth=1", "regularizers.layer_vc.weight=1")
     with pytest.raises(ConfigError, match="layer_vc.*only one"):
         build_model(cfg, 3, 32)
@@ -255,7 +255,7 @@ def test_shuffle_blocks_moves_whole_blocks_and_keeps_the_content():
 
 
 def test_shuffle_consistency_needs_blocks_that_tile_the_image(compose_run):
-    from autofix.errors import ConfigError
+    from autofix.core.errors import ConfigError
     with pytest.raises(ConfigError, match="regularizers.consistency.grid: 5 blocks do not tile data.image_size 32"):
         compose_run("simclr", "regularizers.consistency.weight=1", "regularizers.consistency.perturbation=shuffle",
                     "regularizers.consistency.grid=5")
@@ -278,8 +278,8 @@ def test_layer_redundancy_is_the_mean_cka_of_neighbouring_layers():
 
 
 def test_layer_redundancy_trains_through_the_stages_and_needs_two(compose_run):
-    from autofix.build import build_model
-    from autofix.errors import ConfigError
+    from autofix.run.build import build_model
+    from autofix.core.errors import ConfigError
     cfg = compose_run("vicreg", "regularizers.layer_redundancy.weight=1")
     model = build_model(cfg, 3, 16).train()
     views = [torch.randn(8, 3, 16, 16) for _ in range(model.n_views)]
@@ -293,7 +293,7 @@ def test_layer_redundancy_trains_through_the_stages_and_needs_two(compose_run):
 
 @pytest.mark.parametrize("kind", ["lowres", "shift"])
 def test_scale_and_shift_consistency_compare_a_view_with_itself_perturbed(compose_run, kind):
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     from reference_models.augment import at_resolution, shifted
     from reference_models.regularizers import consistency_loss
     cfg = compose_run("simclr", "regularizers.consistency.weight=1", f"regularizers.consistency.perturbation={kind}",
@@ -320,7 +320,7 @@ def test_norm_preservation_is_the_squared_log_scale_step_between_layers():
 
 @pytest.mark.parametrize("conf", ["vicreg", "mae"])
 def test_norm_preservation_reads_the_stages_and_the_output(compose_run, conf):
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     from reference_models.regularizers import norm_preservation_loss
     cfg = compose_run(conf, "regularizers.norm_preservation.weight=1")
     model = build_model(cfg, 3, 32).train()
@@ -343,8 +343,8 @@ def test_position_loss_is_log_t_at_chance_and_zero_when_each_token_tells_its_pla
 
 
 def test_position_task_trains_a_head_on_a_vits_tokens_and_is_refused_on_a_convnet(compose_run):
-    from autofix.build import build_model
-    from autofix.errors import ConfigError
+    from autofix.run.build import build_model
+    from autofix.core.errors import ConfigError
     cfg = compose_run("mae", "regularizers.position.weight=1")
     model = build_model(cfg, 3, 32).train()
     assert model.aux_heads["position"].out_features == model.backbone.num_patches
@@ -374,7 +374,7 @@ def test_rotation_and_reconstruction_terms_on_known_inputs():
 
 @pytest.mark.parametrize("conf", ["simclr", "byol", "mae"])
 def test_auxiliary_heads_are_built_trained_and_weighted(compose_run, conf):
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run(conf, "regularizers.rotation.weight=0.5", "regularizers.reconstruction.weight=2",
                       "regularizers.reconstruction.size=4")
     model = build_model(cfg, 3, 16).train()
@@ -407,7 +407,7 @@ def test_overalignment_is_zero_below_the_margin_and_one_minus_margin_for_identic
 def test_anchor_snapshot_is_taken_while_layer_vc_holds_recorded_stage_outputs(compose_run):
     """The consistency term's extra forward records stage outputs (tensors in a graph, which cannot be
     deep-copied) before the anchor term snapshots the backbone: the snapshot sets them aside."""
-    from autofix.build import build_model
+    from autofix.run.build import build_model
     cfg = compose_run("simclr", "regularizers.layer_vc.weight=1", "regularizers.consistency.weight=1",
                       "regularizers.anchor.weight=1")
     model = build_model(cfg, 3, 16).train()

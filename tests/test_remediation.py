@@ -174,7 +174,7 @@ def test_killed_orchestrator_resumes_its_study(tmp_path):
 
 
 def test_crashed_child_is_a_failed_trial_with_its_reason(tmp_path):
-    from autofix.remediate.config import LauncherConfig
+    from autofix.config.remediation import LauncherConfig
     from autofix.remediate.launchers import FAILED, LocalLauncher
     from autofix.remediate.spec import ChildSpec
 
@@ -196,7 +196,7 @@ def test_crashed_child_is_a_failed_trial_with_its_reason(tmp_path):
 
 @pytest.mark.parametrize("name", ["local", "submitit_local"])
 def test_launchers_run_a_child_to_its_result(tmp_path, name):
-    from autofix.remediate.config import LauncherConfig
+    from autofix.config.remediation import LauncherConfig
     from autofix.remediate.launchers import DONE, build_launcher
     from autofix.remediate.spec import ChildSpec
 

@@ -139,7 +139,7 @@ def test_preempted_child_resumes_from_its_checkpoint(tmp_path, cluster):
     """A child requeued mid-run (scontrol requeue: SIGTERM), then signalled as near its time limit (SIGUSR2:
     submitit's checkpointing hook requeues it), ends with the same result as the same child run without
     interruption beside it: one result, one MLflow run, and the launcher never reported it finished early."""
-    from autofix.remediate.config import LauncherConfig
+    from autofix.config.remediation import LauncherConfig
     from autofix.remediate.launchers import DONE, RUNNING, build_launcher
     from mlflow.tracking import MlflowClient
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from autofix.checkpoint import CheckpointRing, find_checkpoint, load
-from autofix.trainer import Trainer
+from autofix.run.checkpoint import CheckpointRing, find_checkpoint, load
+from autofix.run.trainer import Trainer
 
 
 def mean_loss(history, steps):
@@ -79,7 +79,7 @@ def test_nan_is_recorded_not_raised(compose_run, tmp_path):
 
 
 def test_hooks_see_every_step_and_can_stop_the_run(compose_run, tmp_path):
-    from autofix.trainer import Hook
+    from autofix.run.trainer import Hook
 
     class StopAtFive(Hook):
         def __init__(self):
@@ -104,7 +104,7 @@ def test_hooks_see_every_step_and_can_stop_the_run(compose_run, tmp_path):
 
 
 def test_frozen_backbone_takes_no_update_while_heads_do(compose_run, tmp_path):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     cfg = compose_run("vicreg", "trainer.freeze_backbone_steps=3", "trainer.max_steps=3", "probe.at_start=false")
     trainer = Trainer(cfg, tmp_path / "frozen")
     before = [p.detach().clone() for p in trainer.model.backbone.parameters()]
@@ -116,7 +116,7 @@ def test_frozen_backbone_takes_no_update_while_heads_do(compose_run, tmp_path):
 
 @pytest.mark.parametrize("model", ["tiny_convnet", "vit_tiny"])
 def test_frozen_layers_stay_put_while_deeper_ones_train(compose_run, tmp_path, model):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     method = "mae" if model == "vit_tiny" else "vicreg"
     cfg = compose_run(method, f"model={model}", "trainer.freeze_layers=2", "trainer.max_steps=2", "probe.at_start=false")
     trainer = Trainer(cfg, tmp_path / "frozen")
@@ -128,7 +128,7 @@ def test_frozen_layers_stay_put_while_deeper_ones_train(compose_run, tmp_path, m
 
 
 def test_fork_takes_weights_and_step_but_the_childs_hyperparameters(compose_run, tmp_path):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     parent = Trainer(compose_run("vicreg", "trainer.max_steps=20", "trainer.ckpt_every=10"), tmp_path / "parent")
     parent.fit()
     ckpt = parent.ring.path(10)
@@ -145,12 +145,12 @@ def test_fork_takes_weights_and_step_but_the_childs_hyperparameters(compose_run,
 
 
 def parent_lr_at(trainer, step):
-    from autofix.optim import lr_factor
+    from autofix.run.optim import lr_factor
     return trainer.cfg.optimizer.lr * lr_factor(step, trainer.cfg.trainer.max_steps, trainer.cfg.optimizer)
 
 
 def test_fork_with_a_new_architecture_reinitializes_what_no_longer_fits(compose_run, tmp_path):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     parent = Trainer(compose_run("vicreg", "trainer.max_steps=10", "trainer.ckpt_every=10"), tmp_path / "p")
     parent.fit()
     child = Trainer(compose_run("vicreg", "trainer.max_steps=20", f"trainer.fork={parent.ring.path(10)}",
@@ -163,7 +163,7 @@ def test_fork_with_a_new_architecture_reinitializes_what_no_longer_fits(compose_
 def test_a_patch_that_only_adds_buffers_keeps_the_optimizer_moments(compose_run, tmp_path):
     """A SimCLR child with a negative queue: every parameter fits, so Adam's moments carry over; the queue,
     new, starts empty."""
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     parent = Trainer(compose_run("simclr", "trainer.max_steps=10", "trainer.ckpt_every=10"), tmp_path / "p")
     parent.fit()
     child = Trainer(compose_run("simclr", "trainer.max_steps=20", f"trainer.fork={parent.ring.path(10)}",
@@ -177,7 +177,7 @@ def test_a_patch_that_only_adds_buffers_keeps_the_optimizer_moments(compose_run,
 def test_reinit_heads_gives_a_fresh_projector_and_keeps_the_backbone(compose_run, tmp_path):
     """trainer.reinit_heads=[projector]: a mid-training head reset. The backbone comes from the checkpoint,
     the projector (and BYOL's momentum copy of it) keeps the child's own fresh initialisation."""
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     parent = Trainer(compose_run("byol", "trainer.max_steps=10", "trainer.ckpt_every=10"), tmp_path / "p")
     parent.fit()
     saved = torch.load(parent.ring.path(10), weights_only=True)["model"]
@@ -194,14 +194,14 @@ def test_reinit_heads_gives_a_fresh_projector_and_keeps_the_backbone(compose_run
 
 
 def test_reinit_heads_names_the_heads_a_method_has(compose_run, tmp_path):
-    from autofix.errors import ConfigError
-    from autofix.trainer import Trainer
+    from autofix.core.errors import ConfigError
+    from autofix.run.trainer import Trainer
     with pytest.raises(ConfigError, match="predictor is not a head of this vicreg model; valid: projector"):
         Trainer(compose_run("vicreg", "trainer.reinit_heads=[predictor]"), tmp_path)
 
 
 def test_augment_warmup_weakens_the_views_early_and_reaches_the_configured_ones(compose_run, tmp_path):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     trainer = Trainer(compose_run("simclr", "trainer.max_steps=40", "trainer.augment_warmup_steps=20"), tmp_path)
     assert trainer._augment_now().cfg.flip_p == pytest.approx(0.1 * trainer.augment.cfg.flip_p)   # step 0: a tenth
     trainer.step = 15
@@ -211,7 +211,7 @@ def test_augment_warmup_weakens_the_views_early_and_reaches_the_configured_ones(
 
 
 def test_augment_cycle_swings_the_views_between_full_and_low_strength(compose_run, tmp_path):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     trainer = Trainer(compose_run("simclr", "trainer.max_steps=100", "trainer.augment_warmup_steps=10",
                                   "trainer.augment_cycle_steps=40", "trainer.augment_cycle_low=0.2"), tmp_path)
     flip = trainer.augment.cfg.flip_p
@@ -226,7 +226,7 @@ def test_augment_cycle_swings_the_views_between_full_and_low_strength(compose_ru
 
 
 def test_a_weaker_second_view_makes_a_strong_weak_pair(compose_run, tmp_path):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     trainer = Trainer(compose_run("simclr", "trainer.max_steps=10", "augment.second_view_strength=0.0"), tmp_path)
     first, second = trainer.views()
     # strength 0 is the identity: the second view is the stored 8-bit images as they are (normalised), so
@@ -245,7 +245,7 @@ def test_a_weaker_second_view_makes_a_strong_weak_pair(compose_run, tmp_path):
 
 
 def test_reinit_heads_resets_the_projector_its_moments_and_its_momentum_copy(compose_run, tmp_path):
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     trainer = Trainer(compose_run("byol", "trainer.max_steps=10", "trainer.reinit_heads=[projector]",
                                   "trainer.reinit_every=5"), tmp_path)
     trainer.train_loop()   # resets at step 5; the run goes on
@@ -262,7 +262,7 @@ def test_reinit_heads_resets_the_projector_its_moments_and_its_momentum_copy(com
 
 def test_fork_with_another_init_scheme_starts_the_backbone_over_and_shrink_perturb_moves_it(compose_run, tmp_path):
     from autofix.monitor.optimization import duplicate_unit_share
-    from autofix.trainer import Trainer
+    from autofix.run.trainer import Trainer
     parent = Trainer(compose_run("vicreg", "trainer.max_steps=10", "trainer.ckpt_every=10", "fault=init_symmetric"),
                      tmp_path / "p")
     parent.fit()

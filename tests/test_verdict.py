@@ -53,7 +53,7 @@ def test_tables_render():
 
 
 def test_promotion_takes_the_best_of_each_family_before_a_second_of_any():
-    from autofix.remediate.orchestrator import promotion
+    from autofix.remediate.plan import promotion
     ranked = ["adamw", "radam", "lars", "warmup", "clip", "lr_lower"]
     family = {"adamw": "optimizer", "radam": "optimizer", "lars": "optimizer", "warmup": "warmup",
               "clip": "clipping", "lr_lower": "lr"}
@@ -68,16 +68,17 @@ def test_promotion_takes_the_best_of_each_family_before_a_second_of_any():
 def test_the_random_patch_is_never_a_candidate_under_test(tmp_path, method, symptom):
     """By default the random arm draws from the applicable interventions that do not target the symptom,
     so no candidate is ever compared against itself; `random_pool=all` is the uniform draw over every one."""
-    from autofix.config import to_run_config
-    from autofix.hydra_app import compose
+    from autofix.config.convert import to_run_config
+    from autofix.config.compose import compose
+    from autofix.remediate import plan
     from autofix.remediate.orchestrator import Orchestrator
 
     def pools(*extra):
         cfg = to_run_config(compose(method, list(extra)))
         orch = Orchestrator(cfg, "t", [], tmp_path)
         config = orch.config_dict()
-        cands, noops = orch.candidates(symptom, config)
-        return {iv.id for iv in cands + noops}, {iv.id for iv in orch.random_pool(symptom, config)}
+        cands, noops = plan.candidates(cfg, orch.registry, symptom, config)
+        return {iv.id for iv in cands + noops}, {iv.id for iv in plan.random_pool(cfg, orch.registry, symptom, config)}
 
     targeted, untargeted = pools()
     assert targeted and untargeted and not targeted & untargeted
@@ -88,9 +89,10 @@ def test_the_random_patch_is_never_a_candidate_under_test(tmp_path, method, symp
 def test_a_pinned_random_patch_is_that_intervention_and_must_be_in_the_pool(tmp_path):
     """`remediation.random_intervention` keeps the placebo fixed however many interventions are added; one
     that targets the symptom (a candidate) or does not exist is refused in one line naming the valid ones."""
-    from autofix.config import to_run_config
-    from autofix.errors import ConfigError
-    from autofix.hydra_app import compose
+    from autofix.config.convert import to_run_config
+    from autofix.core.errors import ConfigError
+    from autofix.config.compose import compose
+    from autofix.remediate import plan
     from autofix.remediate.orchestrator import Orchestrator
 
     def orch(pin):
@@ -98,9 +100,10 @@ def test_a_pinned_random_patch_is_that_intervention_and_must_be_in_the_pool(tmp_
                             tmp_path)
 
     o = orch("weight_decay_schedule")
-    assert [iv.id for iv in o.random_pool("divergence", o.config_dict())] == ["weight_decay_schedule"]
+    assert [iv.id for iv in plan.random_pool(o.cfg, o.registry, "divergence", o.config_dict())] == \
+        ["weight_decay_schedule"]
     o = orch("lr_lower")  # a divergence candidate: never its own placebo
     with pytest.raises(ConfigError, match="not in the random pool for divergence.*valid: .*weight_decay_schedule"):
-        o.random_pool("divergence", o.config_dict())
+        plan.random_pool(o.cfg, o.registry, "divergence", o.config_dict())
     with pytest.raises(ConfigError, match="unknown intervention no_such_fix"):
         orch("no_such_fix")

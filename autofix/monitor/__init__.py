@@ -1,9 +1,10 @@
-"""Monitor metrics: pure functions from tensors (embeddings, activations, gradients, weights, loss
-histories) to numbers. No state, no I/O, no thresholds; detectors build on them.
+"""The monitor: a hook the training loop calls, which measures the run and names symptoms. It never
+imports the loop.
 
-- `geometry`: embedding geometry (effective rank, spectrum, cosines, alignment/uniformity, norms).
-- `optimization`: gradient norms, update and weight-norm ratios, non-finite counts.
-- `activations`: dead ReLU channels, saturated units, train/eval-mode agreement.
-- `method_metrics`: method-specific signals (contrastive negative entropy, EMA distance, MAE baseline).
-- `dynamics`: loss-curve shape over a window (improvement, spikes, oscillation).
+- metrics, pure functions from tensors to numbers (no state, no I/O, no thresholds): `geometry`,
+  `optimization`, `activations`, `method_metrics`, `dynamics`, `tokens`, `stages`, `probes`;
+- metric groups, each with its state and `state_dict`: `training_signals`, `embedding_signals`,
+  `knn_signals`, reading the fixed probe `buffer` and what `capture` records inside the network;
+- `detectors`: rules over the metrics that name a symptom;
+- `health`: the hook that schedules the groups and runs the detectors.
 """

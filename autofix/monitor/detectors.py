@@ -6,36 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from reference_models.backbones import BACKBONES
-from reference_models.fields import bounded, choice
-
-OPS = ("<", "<=", ">", ">=", "nonfinite")
-
-
-@dataclass
-class RuleConfig:
-    metric: str = ""                     # a logged metric name, e.g. health/projector/rank
-    op: str = choice("<", OPS)
-    value: float = 0.0                   # the threshold
-    relative: bool = False               # compare value * baseline, the metric at the first check after warm-up
-
-
-@dataclass
-class DetectorConfig:
-    symptom: str = ""                    # the canonical symptom id it emits (interventions/symptoms.yaml)
-    rules: list[RuleConfig] = field(default_factory=list)
-    combine: str = choice("any", ("any", "all"))
-    persistence: int = bounded(3, 1)     # consecutive checks the condition must hold
-    warmup: int = bounded(0, 0)          # steps of grace before the detector may fire
-    max_progress: float = bounded(1.0, 0.0, 1.0)  # only judge up to this share of the run (a decaying
-                                                   # schedule legitimately stalls at its end)
-    min_progress: float = bounded(0.0, 0.0, 1.0)  # only judge from this share of the run on (a healthy
-                                                   # representation moves a lot until its lr decays)
-    methods: list[str] = field(default_factory=lambda: ["simclr", "byol", "vicreg", "mae"])
-    backbones: list[str] = field(default_factory=lambda: list(BACKBONES))  # a metric may mean something
-                                                   # else on another architecture (a ViT's residual stream)
-    enabled: bool = True
-
+from ..config.monitor import DetectorConfig
 
 @dataclass
 class Symptom:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..probes import knn_accuracy
+from .probes import knn_accuracy
 from .geometry import linear_cka
 
 NAN = float("nan")

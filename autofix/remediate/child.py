@@ -12,7 +12,11 @@ import time
 import traceback
 from pathlib import Path
 
-from ..trainer import Hook
+from ..config.compose import compose
+from ..config.convert import to_run_config
+from ..run.assemble import assemble
+from ..run.trainer import Hook
+from .spec import ChildSpec, merge_overrides
 
 
 class ProgressHook:
@@ -119,12 +123,6 @@ def _watch_parent() -> None:
 
 
 def run_child(spec_path: str) -> dict:
-    from ..config import to_run_config
-    from ..hydra_app import compose
-    from ..monitor.health import build_monitor
-    from ..trainer import Trainer
-    from .spec import ChildSpec, merge_overrides
-
     spec = ChildSpec.read(spec_path)
     _watch_parent()
     if spec.conf_dir:
@@ -137,17 +135,17 @@ def run_child(spec_path: str) -> dict:
     cfg = to_run_config(compose(spec.experiment, merge_overrides(spec.overrides, extra)))
     cfg.tracking.parent_run_id = spec.parent_run_id
     cfg.tracking.tags = {**cfg.tracking.tags, **spec.tags, **_cluster_tags()}
-    hooks = build_monitor(cfg.monitor)
-    metric = _symptom_metric(cfg, spec.symptom)
-    if hooks:
-        hooks.append(ProgressHook(hooks[0], spec.symptom, folder / "progress.jsonl", metric))
-    hooks.append(RunRecord(folder))
+    run = assemble(cfg, folder)
+    trainer, monitor = run.trainer, run.monitor
+    if monitor:
+        trainer.hooks.append(ProgressHook(monitor, spec.symptom, folder / "progress.jsonl",
+                                          _symptom_metric(cfg, spec.symptom)))
+    trainer.hooks.append(RunRecord(folder))
     if os.environ.get("SLURM_JOB_ID"):
-        hooks.append(Preemption(folder))
-    trainer = Trainer(cfg, folder, hooks=hooks)
+        trainer.hooks.append(Preemption(folder))
     summary = trainer.fit()
-    holds, severity = hooks[0].state(spec.symptom) if hooks else (False, 0.0)
-    judged = bool(hooks) and hooks[0].judged(spec.symptom)
+    holds, severity = monitor.state(spec.symptom) if monitor else (False, 0.0)
+    judged = bool(monitor) and monitor.judged(spec.symptom)
     knn = summary["knn"]
     result = {"trial": spec.trial, "role": spec.role, "seed": spec.seed, "intervention": spec.intervention,
               "knn": knn if knn is not None and math.isfinite(knn) else None,

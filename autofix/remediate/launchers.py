@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .config import LauncherConfig
+from ..core.errors import ConfigError
+from ..config.remediation import LauncherConfig
+from .child import ChildTask
+from .child import main as child_main
 from .spec import ChildSpec
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
@@ -144,9 +146,7 @@ def _forked_child(spec_path: str, log_path: str, env: dict[str, str]) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     os.environ.clear()
     os.environ.update(env)
-    from .child import main
-
-    code = main([spec_path])
+    code = child_main([spec_path])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # skip the fork server's inherited exit handlers
@@ -194,8 +194,6 @@ class SubmititLauncher(Launcher):
         return _child_env(self.cfg.threads_per_child)
 
     def submit(self, spec: ChildSpec) -> Job:
-        from .child import ChildTask
-
         path = spec.write()
         with _env(self._env()):  # submitit's executors pass the submitting environment on to the job
             job = self.executor.submit(ChildTask(str(path)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..progress import console
+from ..core.progress import console
 from . import verdict as V
 from .verdict import CONTROL, RANDOM, TREATMENT, arms_from_trials
 

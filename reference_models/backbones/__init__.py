@@ -7,12 +7,13 @@ from torch import nn
 
 from ..fields import bounded, choice
 from ..layers import ACTIVATIONS, INITS, NORMS, DropPath
+from ..names import BACKBONE_NAMES
 
 from .convnet import TinyConvNet
 from .resnet import CifarResNet
 from .vit import VisionTransformer
 
-BACKBONES = ("tiny_convnet", "resnet18", "vit")
+BACKBONES = BACKBONE_NAMES
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")   # torch.nn.Conv2d's own
 
 

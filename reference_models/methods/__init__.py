@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..heads import HeadConfig
+from ..names import METHOD_NAMES
 from .base import MethodOutput, SSLMethod
 from .byol import BYOL, BYOLConfig, momentum_at
 from .mae import MAE, MAEConfig
@@ -16,6 +17,7 @@ METHODS: dict[str, tuple[type[SSLMethod], type]] = {
     "vicreg": (VICReg, VICRegConfig),
     "mae": (MAE, MAEConfig),
 }
+assert tuple(METHODS) == METHOD_NAMES
 
 
 def build_method(name: str, backbone: nn.Module, cfg, projector: HeadConfig, predictor: HeadConfig) -> SSLMethod:

@@ -13,14 +13,15 @@ from typing import Any
 
 import yaml
 
-from . import yaml_files
-from .errors import UserError
-from .symptoms import INTERVENTIONS_DIR, load_symptoms
+from reference_models.names import BACKBONE_NAMES, METHOD_NAMES
 
-METHOD_NAMES = ("simclr", "byol", "vicreg", "mae")
+from ..core import yaml_files
+from ..core.errors import UserError
+from ..core.paths import interventions_dir
+from .symptoms import load_symptoms
+
 PARAM_TYPES = ("float", "int", "categorical")
 FIELDS = {"summary", "family", "methods", "backbones", "devices", "symptoms", "patch", "space", "why", "requires"}
-BACKBONE_NAMES = ("tiny_convnet", "resnet18", "vit")
 DEVICE_NAMES = ("cpu", "cuda")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Files in interventions/ that hold other data than interventions.
@@ -201,7 +202,7 @@ def _intervention(source: Path, iid: str, spec: Any, symptoms: set[str]) -> Inte
 
 
 def load(folder: Path | str | None = None) -> dict[str, Intervention]:
-    folder = Path(folder) if folder else INTERVENTIONS_DIR
+    folder = Path(folder) if folder else interventions_dir()
     files = tuple(sorted(p for p in folder.glob("*.yaml") if p.name not in OTHER_FILES))
     return dict(_load_cached(files, tuple(p.stat().st_mtime_ns for p in files)))
 

@@ -12,10 +12,10 @@ from reference_models.data.corrupt import with_colour_cast
 from reference_models.heads import HeadConfig
 from reference_models.layers import use_ghost_batchnorm
 from reference_models.methods import METHODS, SSLMethod, build_method
-from reference_models.regularizers import TOKEN_TERMS, build_aux_heads, record_stage_outputs
+from reference_models.regularizers import TOKEN_TERMS, attach_anchor_snapshot, build_aux_heads, record_stage_outputs
 
-from .config import RunConfig
-from .errors import ConfigError
+from ..config.schema import RunConfig
+from ..core.errors import ConfigError
 
 
 def load_data(cfg: RunConfig) -> ImageDataset:
@@ -59,6 +59,7 @@ def build_model(cfg: RunConfig, channels: int, image_size: int) -> SSLMethod:
         raise ConfigError(str(e)) from None
     if heads is not None:
         model.aux_heads = heads   # trained with the network (the optimizer's head group), saved with it
+    attach_anchor_snapshot(model, cfg.regularizers)   # before a resume's strict load, which must find its keys
     return model
 
 

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .config import OptimizerConfig
+from ..config.schema import OptimizerConfig
 
 
 class LARS(torch.optim.Optimizer):

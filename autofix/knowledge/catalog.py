@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UserError
-
-BUNDLED = Path(__file__).resolve().parent / "resources" / "ssl-1000-fixes.md"
+from ..core.errors import UserError
+from ..core.paths import BUNDLED_CATALOG as BUNDLED
 
 _HEADING = re.compile(r"^## (\d+)\. (\S.*)$")
 _SECTION = re.compile(r"^\*\*(Symptoms|Suggested Next Steps|Suggestions):\*\*\s*$")

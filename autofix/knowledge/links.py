@@ -11,11 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from . import yaml_files
-from .errors import ConfigError, UserError
-from .symptoms import INTERVENTIONS_DIR, load_symptoms
+from ..core import yaml_files
+from ..core.errors import ConfigError, UserError
+from ..core.paths import conf_dir, interventions_dir
+from . import catalog as catalog_mod
+from . import interventions
+from .symptoms import load_symptoms
 
-LINKS_DIR = INTERVENTIONS_DIR / "catalog_links"
 SCOPES = {
     "image": "any image SSL",
     "transformer": "transformer / token",
@@ -114,16 +116,13 @@ class Links(dict):
 
 
 def load(folder: Path | str | None = None, catalog=None) -> Links:
-    folder = Path(folder) if folder else LINKS_DIR
+    folder = Path(folder) if folder else interventions_dir() / "catalog_links"
     files = tuple(sorted(folder.glob("*.yaml"))) if folder.is_dir() else ()
     return Links(_load_cached(files, tuple(p.stat().st_mtime_ns for p in files), catalog is not None))
 
 
 @lru_cache(maxsize=4)
 def _load_cached(files: tuple[Path, ...], _mtimes, check_catalog: bool) -> dict[int, Link]:
-    from . import catalog as catalog_mod
-    from . import interventions
-
     known = set(interventions.load())
     cat = catalog_mod.load() if check_catalog else None
     out: dict[int, Link] = {}
@@ -133,6 +132,12 @@ def _load_cached(files: tuple[Path, ...], _mtimes, check_catalog: bool) -> dict[
                 raise LinkError(f"{path.name}: entry {eid} is also linked in {out[eid].source}")
             out[eid] = link
     return out
+
+
+def catalog_ids() -> dict[str, list[int]]:
+    """symptom id -> the catalog entries linked to it."""
+    linked = load()
+    return {sid: linked.for_symptom(sid) for sid in load_symptoms()}
 
 
 def dump(cat, links: dict[int, dict]) -> str:
@@ -157,9 +162,7 @@ def dump(cat, links: dict[int, dict]) -> str:
 
 def detected_symptoms() -> set[str]:
     """Symptoms that have an enabled detector in the default monitor config."""
-    from .cli import CONF_DIR
-
-    raw = yaml_files.read(CONF_DIR / "monitor" / "default.yaml", ConfigError)
+    raw = yaml_files.read(conf_dir() / "monitor" / "default.yaml", ConfigError)
     return {d["symptom"] for d in (raw.get("detectors") or {}).values() if d.get("enabled", True)}
 
 

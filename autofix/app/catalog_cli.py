@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from . import catalog as catalog_mod
-from .errors import UserError
-from .progress import console
+from ..knowledge import catalog as catalog_mod
+from ..knowledge import interventions as iv_mod
+from ..knowledge import links
+from ..knowledge.links import coverage_table
+from ..core.errors import UserError
+from ..core.paths import interventions_dir
+from ..core.progress import console
 
 USAGE = ("usage: python -m autofix catalog {list,show N,search TEXT,stats,coverage} [catalog.path=FILE]\n"
          "  list        every distinct entry: id, title, number of suggestions, linked symptoms\n"
@@ -49,7 +53,6 @@ def main(args: list[str]) -> int:
 
 
 def _links():
-    from . import links
     return links.load()
 
 
@@ -123,14 +126,12 @@ def _ranges(ids: list[int]) -> str:
 
 
 def _coverage(cat) -> int:
-    from .links import coverage_table
     console.print(coverage_table(cat, _links()))
     return 0
 
 
 def interventions_main(args: list[str]) -> int:
     """`python -m autofix interventions [list | show ID]`."""
-    from . import interventions as iv_mod
 
     registry = iv_mod.load()
     if not args or args[0] == "list":
@@ -138,7 +139,7 @@ def interventions_main(args: list[str]) -> int:
         for iv in sorted(registry.values(), key=lambda v: (v.family, v.id)):
             table.add_row(iv.id, iv.family, ",".join(iv.methods), ",".join(iv.symptoms), iv.summary)
         console.print(table)
-        console.print(f"[dim]{len(registry)} interventions from {iv_mod.INTERVENTIONS_DIR}[/]")
+        console.print(f"[dim]{len(registry)} interventions from {interventions_dir()}[/]")
         return 0
     if args[0] != "show" or len(args) != 2:
         raise UserError("usage: python -m autofix interventions [list | show ID]")

@@ -4,13 +4,10 @@
 argument goes to Hydra untouched, so --help, --cfg job and --multirun behave as Hydra documents."""
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
-from .errors import UserError
-
-CONF_DIR = Path(os.environ.get("AUTOFIX_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+from ..core.errors import UserError
+from ..core.paths import conf_dir
 
 USAGE = """usage: python -m autofix <command> [args]
 
@@ -28,10 +25,11 @@ experiments: {experiments}
 
 
 def experiments() -> list[str]:
-    if not CONF_DIR.is_dir():
-        raise UserError(f"no config folder at {CONF_DIR}: install from a checkout with `pip install -e .`, "
+    folder = conf_dir()
+    if not folder.is_dir():
+        raise UserError(f"no config folder at {folder}: install from a checkout with `pip install -e .`, "
                         "or set AUTOFIX_CONF_DIR to a folder of experiment YAML files")
-    return sorted(p.stem for p in CONF_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def main(argv: list[str] | None = None) -> int:

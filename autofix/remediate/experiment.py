@@ -1,14 +1,19 @@
-"""One experiment end to end: the parent, then (when it shows a symptom and remediation is on) the loop
-for each symptom to remediate. The run folder is chosen from the config, so the same command after a
-crash or a kill resumes in the same folder instead of starting over."""
+"""One experiment end to end, in its run folder: the parent, then (when it shows a symptom and remediation
+is on) the loop for each symptom to remediate. The run folder is chosen from the config, so the same
+command after a crash or a kill resumes in the same folder instead of starting over."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
 
-from ..config import RunConfig, flatten
-from ..progress import console
+from ..config.schema import RunConfig
+from ..config.convert import flatten
+from ..core.progress import console
+from .orchestrator import Orchestrator
+from .parent import train_parent
+from .results import write
+from .study import load_study
 
 # Settings that do not change what a run computes: they do not change its folder either.
 _NOT_IDENTITY = ("tracking.", "trainer.progress", "trainer.threads", "trainer.out_dir", "launcher.")
@@ -32,15 +37,12 @@ def run_folder(cfg: RunConfig, root: Path | str = "outputs") -> Path:
 
 def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder: Path,
                    config_text: str | None = None) -> dict:
-    from .orchestrator import Orchestrator
-    from .results import write
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "parent.json").is_file():
         console.print(f"[bold]resuming[/] {folder}")
     orch = Orchestrator(cfg, experiment, overrides, folder, config_text)
-    parent = orch.parent()
+    parent = train_parent(cfg, folder, config_text)
     events = parent["events"]
     done: dict = {"parent": parent["summary"], "symptoms": [e["id"] for e in events], "remediated": {}}
     r = cfg.remediation
@@ -49,11 +51,8 @@ def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder
         for event in todo:
             verdicts = orch.remediate(parent, event)
             if verdicts:
-                import optuna
-
-                from .orchestrator import storage_for
-                study = optuna.load_study(study_name=event["id"], storage=storage_for(cfg, folder))
-                uri = orch._tracking_uri() if cfg.tracking.enabled else None
+                study = load_study(cfg, folder, event["id"])
+                uri = orch.tracking_uri() if cfg.tracking.enabled else None
                 files = write(folder, event["id"], study, verdicts, parent, r.random_arm, uri)
                 done["remediated"][event["id"]] = {"verdicts": {v.intervention: v.verdict for v in verdicts},
                                                    "table": str(files["md"])}

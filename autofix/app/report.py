@@ -13,9 +13,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .progress import console
-from .remediate import verdict as V
+from ..core.errors import UserError
+from ..core.progress import console
+from ..remediate import verdict as V
+from ..remediate.results import print_table
+from ..remediate.verdict import arms_from_trials
+from ..run.tracking import default_uri
 
 
 @dataclass
@@ -30,7 +33,6 @@ class ChildRecord:
 def _client(uri: str | None):
     from mlflow.tracking import MlflowClient
 
-    from .tracking import default_uri
 
     import logging
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -71,7 +73,6 @@ def children(client, parent) -> list[ChildRecord]:
 
 def leaderboards(client, parents, confidence: float = 0.95) -> list[tuple[str, str, list[dict]]]:
     """(parent run id, symptom, rows) per remediated symptom."""
-    from .remediate.verdict import arms_from_trials
 
     boards = []
     for p in parents:
@@ -152,7 +153,6 @@ def main(args: list[str]) -> int:
     if not boards:
         console.print("no remediated parent run found (a healthy run launches no child)")
         return 0
-    from .remediate.results import print_table
 
     for run_id, symptom, rows in boards:
         print_table(rows, f"{symptom} (parent run {run_id})")

@@ -2,16 +2,13 @@
 each one stands for are read from the catalog links (interventions/catalog_links/)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import yaml_files
-from .errors import ConfigError
-
-INTERVENTIONS_DIR = Path(os.environ.get("AUTOFIX_INTERVENTIONS_DIR",
-                                        Path(__file__).resolve().parent.parent / "interventions"))
+from ..core import yaml_files
+from ..core.errors import ConfigError
+from ..core.paths import interventions_dir
 
 
 @dataclass(frozen=True)
@@ -21,9 +18,13 @@ class SymptomInfo:
     description: str
 
 
-@lru_cache(maxsize=None)
 def load_symptoms(path: str | None = None) -> dict[str, SymptomInfo]:
-    p = Path(path) if path else INTERVENTIONS_DIR / "symptoms.yaml"
+    return _load(str(Path(path) if path else interventions_dir() / "symptoms.yaml"))
+
+
+@lru_cache(maxsize=None)
+def _load(path: str) -> dict[str, SymptomInfo]:
+    p = Path(path)
     if not p.is_file():
         raise ConfigError(f"no symptom list at {p}")
     raw = yaml_files.read(p, ConfigError, name=str(p))
@@ -34,10 +35,3 @@ def load_symptoms(path: str | None = None) -> dict[str, SymptomInfo]:
         out[sid] = SymptomInfo(sid, d["name"], d.get("description", ""))
     return out
 
-
-def catalog_ids() -> dict[str, list[int]]:
-    """symptom id -> the catalog entries linked to it."""
-    from .links import load as load_links
-
-    linked = load_links()
-    return {sid: linked.for_symptom(sid) for sid in load_symptoms()}

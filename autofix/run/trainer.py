@@ -17,10 +17,12 @@ from reference_models.regularizers import apply_regularizers
 
 from . import checkpoint as ckpt
 from .build import build_augment, build_model, load_data, pick_device
-from .config import RunConfig, flatten
+from ..config.schema import RunConfig
+from ..config.convert import flatten
 from .optim import build_optimizer, build_scheduler, pcgrad, set_weight_decay
-from .probes import extract_features, knn_accuracy, linear_probe_accuracy
-from .progress import TrainProgress
+from ..monitor.probes import extract_features, knn_accuracy, linear_probe_accuracy
+from ..core.errors import ConfigError
+from ..core.progress import TrainProgress
 from .tracking import Tracker
 
 
@@ -414,8 +416,6 @@ class Trainer:
     def _reinit_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes of the modules trainer.reinit_heads names, with their momentum copies
         (BYOL's target_projector): those keep this run's fresh initialisation at the fork."""
-        from .errors import ConfigError
-
         names = list(self.cfg.trainer.reinit_heads)
         # a head is a child module other than the backbone, named by its first word: MAE's decoder is
         # decoder_embed, decoder, decoder_norm and decoder_pred

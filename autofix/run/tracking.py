@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the report imports this module and needs no torch (which the config pulls in)
-    from .config import TrackingConfig
+    from ..config.schema import TrackingConfig
 
 
 def default_uri() -> str:

@@ -1,0 +1,68 @@
+"""Hydra glue: compose-and-check before a run starts (so mistakes get one clear line), then hand
+the command line to Hydra's own main, which owns --help, --cfg, --multirun and the run folder."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from reference_models.data import DatasetError
+
+from ..config.compose import HYDRA_VERSION, check_syntax, compose, explain, first_of_sweep
+from ..config.convert import to_run_config
+from ..core.errors import ConfigError, UserError
+from ..core.paths import conf_dir
+from ..core.progress import print_summary
+from ..remediate.experiment import run_experiment, run_folder
+from ..remediate.launchers import check_available, quiet_sacct_warnings
+from ..run.assemble import assemble
+
+
+def check_overrides(name: str, overrides: list[str], multirun: bool = False) -> None:
+    """Compose the experiment with the user's overrides and validate it; raise ConfigError (one line)."""
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    check_syntax(overrides)
+    try:
+        if multirun:
+            overrides = [first_of_sweep(o) for o in overrides]
+        cfg = compose(name, overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise ConfigError(explain(e, name)) from None
+    run_cfg = to_run_config(cfg)
+    if run_cfg.remediation.enabled:  # before the parent trains for minutes, not when its children start
+        check_available(run_cfg.launcher)
+
+
+def task(cfg: DictConfig) -> None:
+    try:
+        run_cfg = to_run_config(cfg)
+        if run_cfg.remediation.enabled:
+            # the monitored parent, and child runs when it shows a symptom; a rerun resumes its folder
+            hc = HydraConfig.get()
+            folder = Path(run_cfg.trainer.out_dir) if run_cfg.trainer.out_dir else run_folder(run_cfg)
+            done = run_experiment(run_cfg, hc.job.config_name, list(hc.overrides.task), folder,
+                                  OmegaConf.to_yaml(cfg))
+            print_summary(done["parent"])
+            for symptom, res in done["remediated"].items():
+                print(f"{symptom}: verdicts in {res['table']}")
+            if done["symptoms"] and not done["remediated"]:
+                print(f"symptoms: {', '.join(done['symptoms'])} (no remediation ran)")
+            return
+        out_dir = run_cfg.trainer.out_dir or HydraConfig.get().runtime.output_dir
+        summary = assemble(run_cfg, out_dir, config_text=OmegaConf.to_yaml(cfg)).trainer.fit()
+    except (UserError, DatasetError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print_summary(summary)
+
+
+def launch(name: str, args: list[str]) -> int:
+    quiet_sacct_warnings()  # a --multirun through hydra/launcher=submitit_slurm polls with sacct
+    sys.argv = [f"python -m autofix run conf={name}", *args]
+    hydra.main(config_path=str(conf_dir()), config_name=name, version_base=HYDRA_VERSION)(task)()
+    return 0
