@@ -40,9 +40,8 @@ def measure(conf: str, data: str, fault: str | None, out_dir: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(ROOT))
-    from autofix.config.convert import to_run_config
     from autofix.config.compose import compose
+    from autofix.config.convert import to_run_config
     from autofix.run.trainer import Trainer
 
     torch.set_num_threads(1)

@@ -16,18 +16,13 @@ import argparse
 import datetime as dt
 import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from bench_throughput import autofix_loop, make_trainer, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_throughput import autofix_loop, make_trainer, write_section  # noqa: E402
-
 
 def compare(method: str, threads: int, steps: int, rounds: int, workdir: Path) -> dict:
     torch.set_num_threads(threads)

@@ -18,7 +18,6 @@ import datetime as dt
 import platform
 import re
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -26,14 +25,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autofix.config.convert import to_run_config
 from autofix.config.compose import compose
+from autofix.config.convert import to_run_config
 from autofix.monitor.health import build_monitor
 from autofix.run.trainer import Trainer
 
+ROOT = Path(__file__).resolve().parents[1]
 
 def make_trainer(method: str, overrides: list[str], workdir: Path, monitor: bool = False) -> Trainer:
     cfg = to_run_config(compose(method, ["tracking.enabled=false", "trainer.progress=false", "probe.at_start=false",

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import collections
 import re
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DOC = ROOT / "docs" / "catalog.md"
 START, END = "<!-- generated:start (python scripts/catalog_doc.py) -->", "<!-- generated:end -->"
 

@@ -25,7 +25,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def run_one(job: dict) -> dict:
@@ -42,8 +41,8 @@ def _run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from autofix.config.convert import to_run_config
     from autofix.config.compose import compose
+    from autofix.config.convert import to_run_config
     from autofix.monitor.health import build_monitor
     from autofix.run.trainer import Trainer
 
@@ -141,10 +140,10 @@ def replay(results: list[dict]) -> list[dict]:
     threshold change is re-judged on the same metric histories, without training again."""
     from dataclasses import asdict
 
-    from autofix.config.convert import to_run_config
     from autofix.config.compose import compose
-    from autofix.monitor.detectors import Detector
+    from autofix.config.convert import to_run_config
     from autofix.knowledge.links import catalog_ids
+    from autofix.monitor.detectors import Detector
 
     ids = catalog_ids()
     monitors = {}

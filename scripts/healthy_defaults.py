@@ -13,19 +13,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from autofix.config.convert import to_run_config
 from autofix.config.compose import compose
+from autofix.config.convert import to_run_config
 from autofix.run.trainer import Trainer
 
+ROOT = Path(__file__).resolve().parents[1]
 
 def run_one(method: str, data: str, overrides: list[str], workdir: Path) -> dict:
     cfg = to_run_config(compose(method, [f"data={data}", "tracking.enabled=false", "trainer.progress=false",

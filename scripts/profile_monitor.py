@@ -8,23 +8,18 @@ only): docs/benchmarks.md holds the overhead the monitor adds at its cadence (sc
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_throughput import autofix_loop, make_trainer, sync  # noqa: E402
+from bench_throughput import autofix_loop, make_trainer, sync
 
 from autofix.monitor import geometry, optimization
 from autofix.monitor.buffer import embed as _embed
 from autofix.monitor.embedding_signals import branch_geometry as _geometry
-from reference_models.methods.mae import MAE  # noqa: E402
+from reference_models.methods.mae import MAE
 
+ROOT = Path(__file__).resolve().parents[1]
 
 def profile(experiment: str, overrides: list[str], workdir: Path, table: bool) -> None:
     tr = make_trainer(experiment, overrides, workdir, monitor=True)
@@ -74,7 +69,8 @@ def profile(experiment: str, overrides: list[str], workdir: Path, table: bool) -
         timeit("MAE reconstruction metrics", lambda: mon._mae_metrics(model, tr))
     model.train()
     if table:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if tr.device.type == "cuda" else [])
         with torch_profile(activities=acts) as prof:
             mon.measure(tr)

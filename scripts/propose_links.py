@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # Scope of an entry, first match wins; "image" (any image SSL) is the default.
 SCOPE_RULES = [

@@ -150,19 +150,17 @@ def test_dead_stem_units_are_named_early_layers_degraded(compose_run, tmp_path):
 
 
 def test_unknown_symptom_in_a_detector_is_a_clear_error():
+    from autofix.config.monitor import DetectorConfig, MonitorConfig
     from autofix.core.errors import ConfigError
-    from autofix.config.monitor import DetectorConfig
-    from autofix.config.monitor import MonitorConfig
     cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="nonsense")})
     with pytest.raises(ConfigError, match="monitor.detectors.mine.symptom: 'nonsense' is not a symptom"):
         build_monitor(cfg)
 
 
 def test_unknown_method_or_backbone_in_a_detector_is_a_clear_error():
+    from autofix.config.monitor import DetectorConfig, MonitorConfig
     from autofix.core.errors import ConfigError
     from autofix.monitor.detectors import Detector
-    from autofix.config.monitor import DetectorConfig
-    from autofix.config.monitor import MonitorConfig
     cfg = MonitorConfig(detectors={"mine": DetectorConfig(symptom="divergence", backbones=["vgg"])})
     with pytest.raises(ConfigError, match="monitor.detectors.mine.backbones: 'vgg' unknown; valid: tiny_convnet"):
         build_monitor(cfg)
@@ -205,8 +203,8 @@ def test_mae_default_checks_its_reconstruction_at_every_check_and_geometry_rarel
 
 
 def test_geometry_every_not_a_multiple_of_every_is_a_clear_error():
-    from autofix.core.errors import ConfigError
     from autofix.config.monitor import MonitorConfig
+    from autofix.core.errors import ConfigError
     with pytest.raises(ConfigError, match="monitor.geometry_every: 30 is not a multiple of monitor.every"):
         build_monitor(MonitorConfig(every=20, geometry_every=30))
 
@@ -246,8 +244,9 @@ def test_every_shipped_detector_names_a_known_symptom_and_every_fault_an_expecte
     known = set(load_symptoms())
     cfg = compose_run("vicreg")
     assert build_monitor(cfg.monitor)  # validates every detector's symptom
-    import yaml
     from pathlib import Path
+
+    import yaml
     for path in (Path(__file__).parents[1] / "conf" / "fault").glob("*.yaml"):
         fault = yaml.safe_load(path.read_text())["fault"]
         assert set(fault.get("expects", [])) <= known, path.name

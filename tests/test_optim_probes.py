@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from autofix.config.schema import OptimizerConfig
-from autofix.run.optim import LARS, build_optimizer, lr_factor, set_weight_decay, weight_decay_at
 from autofix.monitor.probes import knn_accuracy, linear_probe_accuracy
+from autofix.run.optim import LARS, build_optimizer, lr_factor, set_weight_decay, weight_decay_at
 
 
 def test_warmup_then_cosine_to_min():
@@ -35,8 +35,8 @@ def test_lars_step_size_follows_the_trust_ratio():
 
 def test_norms_and_biases_get_no_weight_decay_and_predictor_its_own_lr():
     from reference_models.backbones import BackboneConfig, build_backbone
-    from reference_models.methods import BYOLConfig, build_method
     from reference_models.heads import HeadConfig
+    from reference_models.methods import BYOLConfig, build_method
     model = build_method("byol", build_backbone(BackboneConfig(width=8)), BYOLConfig(), HeadConfig(32, 16),
                          HeadConfig(32, 16))
     opt = build_optimizer(model, OptimizerConfig(name="sgd", lr=0.1, weight_decay=0.5, predictor_lr_mult=10.0))
@@ -159,6 +159,7 @@ def test_pcgrad_removes_only_conflicting_components():
 def test_gradient_surgery_step_adds_up_like_a_plain_backward_when_terms_agree(compose_run, tmp_path):
     """Two halves of one loss never conflict: the surgery's gradients are a plain backward's, parameter by
     parameter. VICReg's three terms do conflict, and trainer.pcgrad then changes the step's gradients."""
+    from autofix.run.optim import surgery_backward
     from autofix.run.trainer import Trainer
 
     cfg = compose_run("vicreg", "trainer.max_steps=1", "monitor.enabled=false")
@@ -169,7 +170,7 @@ def test_gradient_surgery_step_adds_up_like_a_plain_backward_when_terms_agree(co
     out.loss.backward(retain_graph=True)
     plain = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
     trainer.optimizer.zero_grad(set_to_none=True)
-    trainer._surgery_backward({"a": out.loss / 2, "b": out.loss / 2}, accum_steps=1)
+    surgery_backward(trainer.model, {"a": out.loss / 2, "b": out.loss / 2}, trainer.scaler, accum_steps=1)
     halves = [p.grad for p in trainer.model.parameters() if p.grad is not None]
     assert len(halves) == len(plain) and all(torch.allclose(h, g, atol=1e-6) for h, g in zip(halves, plain))
 

@@ -203,11 +203,11 @@ def test_reinit_heads_names_the_heads_a_method_has(compose_run, tmp_path):
 def test_augment_warmup_weakens_the_views_early_and_reaches_the_configured_ones(compose_run, tmp_path):
     from autofix.run.trainer import Trainer
     trainer = Trainer(compose_run("simclr", "trainer.max_steps=40", "trainer.augment_warmup_steps=20"), tmp_path)
-    assert trainer._augment_now().cfg.flip_p == pytest.approx(0.1 * trainer.augment.cfg.flip_p)   # step 0: a tenth
+    assert trainer.view_schedule.at(trainer.step).cfg.flip_p == pytest.approx(0.1 * trainer.augment.cfg.flip_p)   # step 0: a tenth
     trainer.step = 15
-    assert trainer._augment_now().cfg.crop_scale[0] == pytest.approx(1 - 0.8 * (1 - trainer.augment.cfg.crop_scale[0]))
+    assert trainer.view_schedule.at(trainer.step).cfg.crop_scale[0] == pytest.approx(1 - 0.8 * (1 - trainer.augment.cfg.crop_scale[0]))
     trainer.step = 20
-    assert trainer._augment_now() is trainer.augment
+    assert trainer.view_schedule.at(trainer.step) is trainer.augment
 
 
 def test_augment_cycle_swings_the_views_between_full_and_low_strength(compose_run, tmp_path):
@@ -218,11 +218,11 @@ def test_augment_cycle_swings_the_views_between_full_and_low_strength(compose_ru
     strength = {}
     for step in (10, 20, 30, 50, 90):
         trainer.step = step
-        strength[step] = trainer._augment_now().cfg.flip_p / flip
+        strength[step] = trainer.view_schedule.at(trainer.step).cfg.flip_p / flip
     # 10 steps after the warm-up: a quarter period, halfway down (0.6); half a period: the low; a period: full
     assert strength == pytest.approx({10: 1.0, 20: 0.6, 30: 0.2, 50: 1.0, 90: 1.0})
     trainer.step = 30
-    assert trainer._augment_now() is trainer._augment_now()          # each level built once
+    assert trainer.view_schedule.at(trainer.step) is trainer.view_schedule.at(trainer.step)          # each level built once
 
 
 def test_a_weaker_second_view_makes_a_strong_weak_pair(compose_run, tmp_path):

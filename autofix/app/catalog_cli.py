@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from ..core.errors import UserError
+from ..core.paths import interventions_dir
+from ..core.progress import console
 from ..knowledge import catalog as catalog_mod
 from ..knowledge import interventions as iv_mod
 from ..knowledge import links
 from ..knowledge.links import coverage_table
-from ..core.errors import UserError
-from ..core.paths import interventions_dir
-from ..core.progress import console
 
 USAGE = ("usage: python -m autofix catalog {list,show N,search TEXT,stats,coverage} [catalog.path=FILE]\n"
          "  list        every distinct entry: id, title, number of suggestions, linked symptoms\n"

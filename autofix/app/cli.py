@@ -35,6 +35,8 @@ def experiments() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command, rest = (argv[0], argv[1:]) if argv else ("help", [])
+    # Each command imports only its own module, here rather than at the top: `catalog` and `report` run
+    # without loading Hydra's app, torch and the training code that `run` needs.
     try:
         if command in ("-h", "--help", "help"):
             print(USAGE.format(experiments=", ".join(experiments())))
@@ -74,7 +76,7 @@ def overrides_only(args: list[str]) -> list[str]:
 
 
 def run_command(args: list[str]) -> int:
-    from .hydra_app import check_overrides, launch
+    from .hydra_app import check_overrides, launch   # torch and the training code: only for `run`
 
     names = [a.split("=", 1)[1] for a in args if a.startswith("conf=")]
     rest = [a for a in args if not a.startswith("conf=")]
@@ -85,5 +87,7 @@ def run_command(args: list[str]) -> int:
         raise UserError(f"unknown experiment conf={name}; available: {', '.join(experiments())}")
     help_flags = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
     if not help_flags.intersection(rest):
-        check_overrides(name, overrides_only(rest), multirun=bool({"-m", "--multirun"} & set(rest)))
+        # `--cfg job` prints the composed config and runs nothing: it needs no launcher (no sbatch on PATH)
+        check_overrides(name, overrides_only(rest), multirun=bool({"-m", "--multirun"} & set(rest)),
+                        launching=not {"--cfg", "-c"} & set(rest))
     return launch(name, rest)

@@ -23,8 +23,9 @@ from ..remediate.launchers import check_available, quiet_sacct_warnings
 from ..run.assemble import assemble
 
 
-def check_overrides(name: str, overrides: list[str], multirun: bool = False) -> None:
-    """Compose the experiment with the user's overrides and validate it; raise ConfigError (one line)."""
+def check_overrides(name: str, overrides: list[str], multirun: bool = False, launching: bool = True) -> None:
+    """Compose the experiment with the user's overrides and validate it; raise ConfigError (one line).
+    `launching`: the run will start children, so the launcher they need must be there."""
     overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     check_syntax(overrides)
     try:
@@ -34,7 +35,7 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False) -> 
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain(e, name)) from None
     run_cfg = to_run_config(cfg)
-    if run_cfg.remediation.enabled:  # before the parent trains for minutes, not when its children start
+    if launching and run_cfg.remediation.enabled:  # before the parent trains for minutes, not when its children start
         check_available(run_cfg.launcher)
 
 

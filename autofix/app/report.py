@@ -31,10 +31,9 @@ class ChildRecord:
 
 
 def _client(uri: str | None):
-    from mlflow.tracking import MlflowClient
-
-
     import logging
+
+    from mlflow.tracking import MlflowClient
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return MlflowClient(uri or default_uri())
 

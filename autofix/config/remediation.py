@@ -15,7 +15,7 @@ class RemediationConfig:
     symptoms: str = choice("first", ("first", "all"))   # remediate the first symptom, or each that fired
     fork: str = choice("last_healthy", ("last_healthy", "onset", "scratch"))
     parent: str = choice("stop", ("stop", "continue"))  # stop the parent at the symptom, or let it finish
-    budget_steps: int = bounded(60, 1)     # steps each child trains from the fork point
+    budget_steps: int = bounded(40, 1)     # steps each child trains from the fork point (one source: conf/remediation/ does not restate it)
     seeds: int = bounded(4, 1)             # replicate children per arm and configuration (with 2, a t interval
                                            # is 12.7 standard errors wide: only identical seeds exclude 0)
     promote: int = bounded(2, 0)           # after every candidate ran once (seed 0), the best this many run

@@ -8,6 +8,7 @@ from typing import Optional
 
 from ..config.monitor import DetectorConfig
 
+
 @dataclass
 class Symptom:
     """A detector's verdict that a run shows a canonical failure."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .probes import knn_accuracy
 from .geometry import linear_cka
+from .probes import knn_accuracy
 
 NAN = float("nan")
 

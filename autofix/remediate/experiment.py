@@ -7,8 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..config.schema import RunConfig
 from ..config.convert import flatten
+from ..config.schema import RunConfig
 from ..core.progress import console
 from .orchestrator import Orchestrator
 from .parent import train_parent

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigError
 from ..config.remediation import LauncherConfig
+from ..core.errors import ConfigError
 from .child import ChildTask
 from .child import main as child_main
 from .spec import ChildSpec

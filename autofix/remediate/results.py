@@ -90,7 +90,6 @@ def plots(out: Path, symptom: str, parent: dict, trials) -> dict[str, Path]:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-cache notices under Hydra's INFO logging
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from optuna.trial import TrialState
 
     metric = next((k for h in parent["history"] for k in h if k not in ("step", "health/knn")), None)
@@ -138,7 +137,6 @@ def _mean_curve(runs: list[list[dict]], key: str) -> list[tuple[int, float]]:
 def to_mlflow(uri: str, parent_run: str, symptom: str, verdicts: list[V.Verdict], files: dict[str, Path],
               trials) -> None:
     from mlflow.tracking import MlflowClient
-
     from optuna.trial import TrialState
 
     client = MlflowClient(uri)

@@ -148,3 +148,20 @@ def pcgrad(grads: list[torch.Tensor]) -> torch.Tensor:
                 g -= dot / other.pow(2).sum().clamp_min(1e-20) * other
         out += g
     return out
+
+
+def surgery_backward(model, parts: dict, scaler, accum_steps: int) -> None:
+    """trainer.pcgrad: one gradient per loss term, the conflicting components removed (`pcgrad`), added
+    into .grad as a plain backward would."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat, used = [], [False] * len(params)
+    for part in parts.values():
+        gs = torch.autograd.grad(scaler.scale(part / accum_steps), params, retain_graph=True, allow_unused=True)
+        used = [u or g is not None for u, g in zip(used, gs)]
+        flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, params)]))
+    combined, start = pcgrad(flat), 0
+    for p, u in zip(params, used):
+        g = combined[start:start + p.numel()].view_as(p)
+        start += p.numel()
+        if u:   # a parameter no term reaches keeps no gradient, as after a plain backward
+            p.grad = g.clone() if p.grad is None else p.grad + g

@@ -1,7 +1,6 @@
 """The training loop: one readable loop with checkpoints, probes, tracking and a hook for monitors."""
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -11,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reference_models.augment import BatchAugment, at_strength
 from reference_models.data.splits import cap_indices
 from reference_models.regularizers import apply_regularizers
 
+from ..config.convert import flatten
+from ..config.schema import RunConfig
+from ..core.progress import TrainProgress
+from ..monitor.probes import extract_features, knn_accuracy, linear_probe_accuracy
 from . import checkpoint as ckpt
 from .build import build_augment, build_model, load_data, pick_device
-from ..config.schema import RunConfig
-from ..config.convert import flatten
-from .optim import build_optimizer, build_scheduler, pcgrad, set_weight_decay
-from ..monitor.probes import extract_features, knn_accuracy, linear_probe_accuracy
-from ..core.errors import ConfigError
-from ..core.progress import TrainProgress
+from .fork import fork_from, reinit_heads, reinit_prefixes
+from .optim import build_optimizer, build_scheduler, set_weight_decay, surgery_backward
 from .tracking import Tracker
+from .views import ViewSchedule
 
 
 class Hook:
@@ -92,8 +91,7 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.augment = build_augment(cfg)
-        self._ramp: tuple[float, BatchAugment] | None = None     # the curriculum's current stage
-        self._weak: tuple[BatchAugment, BatchAugment] | None = None   # (first view's, the weaker second's)
+        self.view_schedule = ViewSchedule(self.augment, t)
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, t.max_steps, cfg.optimizer)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
@@ -111,55 +109,23 @@ class Trainer:
         self.probes: dict[str, float] = {}
         self._resume_run_id = None
         self._hook_states: dict = {}
-        self._parent_hook_states: dict = {}       # a fork's parent's, offered to hooks' inherit()
+        self.parent_hook_states: dict = {}       # a fork's parent's, offered to hooks' inherit()
         self.fork_info: dict = {}
-        self._reinit_prefixes()   # a head name that does not exist fails now, not at a later fork
+        reinit_prefixes(self.model, cfg)   # a head name that does not exist fails now, not at a later fork
         if t.resume:
             self.load(ckpt.find_checkpoint(t.resume))
         elif t.fork:
-            self.fork_from(ckpt.find_checkpoint(t.fork))
+            fork_from(self, ckpt.find_checkpoint(t.fork))
 
     # ---- the step -------------------------------------------------------------------------------
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
 
     def views(self) -> list[torch.Tensor]:
-        augment = self._augment_now()
-        per_view = [augment] + [self._second_view(augment)] * (self.model.n_views - 1)
+        per_view = self.view_schedule.per_view(self.step, self.model.n_views)
         with torch.no_grad():
             x = self.train_x[self.sampler.next()].float().div_(255)
             return [self.normalize(a(x, self.generators["augment"])) for a in per_view]
-
-    def _second_view(self, augment: BatchAugment) -> BatchAugment:
-        """augment.second_view_strength < 1: the other views are a weaker version of the first (a strong/weak
-        pair); built once per augmentation stage."""
-        strength = augment.cfg.second_view_strength
-        if strength >= 1.0:
-            return augment
-        if self._weak is None or self._weak[0] is not augment:
-            self._weak = (augment, BatchAugment(at_strength(augment.cfg, strength)))
-        return self._weak[1]
-
-    def _augment_now(self) -> BatchAugment:
-        """The configured augmentation, or during trainer.augment_warmup_steps a weaker one: strength rises
-        in ten stages from a tenth to full (at_strength), each built once. After it, with
-        trainer.augment_cycle_steps, strength swings between full and augment_cycle_low along a cosine,
-        in tenths."""
-        t = self.cfg.trainer
-        warmup = t.augment_warmup_steps
-        if self.step >= warmup:
-            if not t.augment_cycle_steps:
-                return self.augment
-            phase = (self.step - warmup) % t.augment_cycle_steps / t.augment_cycle_steps
-            swing = 1.0 - (1.0 - t.augment_cycle_low) * 0.5 * (1.0 - math.cos(2 * math.pi * phase))
-            level = round(swing * 10) / 10
-            if level >= 1.0:
-                return self.augment
-        else:
-            level = min(self.step * 10 // warmup + 1, 10) / 10
-        if self._ramp is None or self._ramp[0] != level:
-            self._ramp = (level, BatchAugment(at_strength(self.augment.cfg, level)))
-        return self._ramp[1]
 
     def train_step(self):
         t = self.cfg.trainer
@@ -173,7 +139,7 @@ class Trainer:
                 out = apply_regularizers(self.model, views, self.model(views, progress), self.cfg.regularizers,
                                          self.step)
             if t.pcgrad and len(out.parts) > 1:
-                self._surgery_backward(out.parts, t.accum_steps)
+                surgery_backward(self.model, out.parts, self.scaler, t.accum_steps)
             else:
                 self.scaler.scale(out.loss / t.accum_steps).backward()
         grad_norm = None
@@ -189,23 +155,6 @@ class Trainer:
         self.scheduler.step()
         self.model.after_optimizer_step((self.step + 1) / t.max_steps)
         return out, grad_norm
-
-    def _surgery_backward(self, parts: dict, accum_steps: int) -> None:
-        """trainer.pcgrad: one gradient per loss term, the conflicting components removed (optim.pcgrad),
-        added into .grad as a plain backward would."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        flat, used = [], [False] * len(params)
-        for part in parts.values():
-            gs = torch.autograd.grad(self.scaler.scale(part / accum_steps), params, retain_graph=True,
-                                     allow_unused=True)
-            used = [u or g is not None for u, g in zip(used, gs)]
-            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, params)]))
-        combined, start = pcgrad(flat), 0
-        for p, u in zip(params, used):
-            g = combined[start:start + p.numel()].view_as(p)
-            start += p.numel()
-            if u:   # a parameter no term reaches keeps no gradient, as after a plain backward
-                p.grad = g.clone() if p.grad is None else p.grad + g
 
     def _frozen_params(self) -> list:
         t = self.cfg.trainer
@@ -225,8 +174,8 @@ class Trainer:
             key = _hook_key(i, hook)
             if key in self._hook_states and hasattr(hook, "load_state_dict"):
                 hook.load_state_dict(self._hook_states[key])
-            elif key in self._parent_hook_states and hasattr(hook, "inherit"):
-                hook.inherit(self._parent_hook_states[key])
+            elif key in self.parent_hook_states and hasattr(hook, "inherit"):
+                hook.inherit(self.parent_hook_states[key])
         try:
             if self.step == 0 and self.cfg.probe.at_start:
                 self.probes["knn_init"] = self.probe()["probe/knn"]
@@ -274,7 +223,7 @@ class Trainer:
                 if p.every and self.step % p.every == 0 and self.step < self.last_step:
                     self.log(self.probe())
                 if t.reinit_every and self.step % t.reinit_every == 0 and self.step < self.last_step:
-                    self.reinit_heads()
+                    reinit_heads(self)
                 if t.ckpt_every and self.step % t.ckpt_every == 0:
                     self.save()
 
@@ -347,84 +296,6 @@ class Trainer:
         self._resume_run_id = state.get("mlflow_run_id") or None
         self.fork_info = state.get("fork_info") or {}
         self._hook_states = state.get("hooks") or {}
-
-    def fork_from(self, path: Path) -> None:
-        """Start as a child of the run that wrote `path`. Weights whose name and shape still fit are
-        loaded (a patch that changes the architecture re-initialises the rest, listed in fork_info; so do
-        the heads in trainer.reinit_heads, and the backbone when model.init differs from the parent's;
-        trainer.fork_shrink / fork_perturb then shrink and perturb the backbone);
-        optimizer moments carry over only for the same optimizer and grouping, and its hyperparameters
-        (lr, weight decay, betas, ...) always come from this run's config, the patched one. The data
-        order and augmentation follow this run's seed, so replicate children differ."""
-        state = ckpt.load(path)
-        own = self.model.state_dict()
-        restart = self._reinit_prefixes()
-        if state.get("model_init", self.cfg.model.init) != self.cfg.model.init:
-            # a patch of the init scheme means "start the backbone over, under the new scheme", from here
-            restart += ("backbone.", "target_backbone.")
-        fits = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape
-                and not k.startswith(restart)}
-        self.model.load_state_dict(fits, strict=False)
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        saved = state["optimizer"]
-        same = (state.get("optimizer_name", self.cfg.optimizer.name) == self.cfg.optimizer.name
-                # every parameter loaded (a patch that only adds buffers, a queue or a centre, keeps the moments)
-                and all(name in fits for name, _ in self.model.named_parameters())
-                and [len(g["params"]) for g in saved["param_groups"]] == [len(g["params"]) for g in self.optimizer.param_groups])
-        if same:
-            self.optimizer.load_state_dict(saved)
-            for group, hyper in zip(self.optimizer.param_groups, fresh):
-                group.update(hyper)
-        self.step = int(state["step"])
-        self._parent_hook_states = state.get("hooks") or {}
-        self._shrink_and_perturb()
-        self.scheduler = build_scheduler(self.optimizer, self.cfg.trainer.max_steps, self.cfg.optimizer, self.step)
-        self.fork_info = {"checkpoint": str(path), "step": self.step, "optimizer_state": same,
-                          "reinitialized": sorted(set(own) - set(fits))}
-
-    @torch.no_grad()
-    def _shrink_and_perturb(self) -> None:
-        """trainer.fork_shrink / fork_perturb: each backbone weight matrix or filter bank becomes
-        shrink * w + perturb * noise, the noise a fresh Kaiming-normal draw (std sqrt(2 / fan_in)) whatever
-        the run's own init, so that units that are copies of each other get told apart."""
-        t = self.cfg.trainer
-        if t.fork_shrink == 1.0 and t.fork_perturb == 0.0:
-            return
-        g = torch.Generator().manual_seed(t.seed + 2)
-        for p in self.model.backbone.parameters():
-            if p.dim() < 2:
-                continue
-            noise = torch.randn(p.shape, generator=g).to(p.device, p.dtype)
-            p.mul_(t.fork_shrink).add_(noise, alpha=t.fork_perturb * (2.0 / p[0].numel()) ** 0.5)
-
-    def reinit_heads(self) -> None:
-        """Give the heads trainer.reinit_heads names PyTorch's default initialisation again, drop their
-        optimizer moments, and make their momentum copies (BYOL's target) equal to them."""
-        fresh = self._reinit_prefixes()
-        for name, module in self.model.named_children():
-            if not f"{name}.".startswith(fresh) or name.startswith("target_"):
-                continue
-            for sub in module.modules():
-                if hasattr(sub, "reset_parameters"):
-                    sub.reset_parameters()
-                for p in sub.parameters(recurse=False):
-                    self.optimizer.state.pop(p, None)
-            target = getattr(self.model, f"target_{name}", None)
-            if target is not None:
-                target.load_state_dict(module.state_dict())
-
-    def _reinit_prefixes(self) -> tuple[str, ...]:
-        """State-dict prefixes of the modules trainer.reinit_heads names, with their momentum copies
-        (BYOL's target_projector): those keep this run's fresh initialisation at the fork."""
-        names = list(self.cfg.trainer.reinit_heads)
-        # a head is a child module other than the backbone, named by its first word: MAE's decoder is
-        # decoder_embed, decoder, decoder_norm and decoder_pred
-        heads = sorted({n.split("_")[0] for n, _ in self.model.named_children()} - {"backbone", "target"})
-        unknown = [n for n in names if n not in heads]
-        if unknown:
-            raise ConfigError(f"trainer.reinit_heads: {', '.join(unknown)} is not a head of this "
-                              f"{self.cfg.method.name} model; valid: {', '.join(heads) or 'none'}")
-        return tuple(f"{p}{n}{sep}" for n in names for p in ("", "target_") for sep in (".", "_"))
 
     # ---- tracking and summary -------------------------------------------------------------------
     def _start_tracking(self) -> None:
