@@ -1,7 +1,6 @@
 """Small factories for the knobs the catalog's fixes turn: norm layer, activation, init."""
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

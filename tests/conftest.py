@@ -12,8 +12,8 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.
 def compose_run(tmp_path):
     """Compose an experiment exactly as the CLI does (Hydra + schema) and return a RunConfig with
     fast-test settings: small data, no progress bar, MLflow off unless asked."""
-    from autofix.config.convert import to_run_config
     from autofix.config.compose import compose
+    from autofix.config.convert import to_run_config
 
     def make(name="vicreg", *overrides, tracking=False):
         fast = ["trainer.progress=false", "probe.at_start=false", "probe.linear=false", "data.n_train=256",

@@ -4,8 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reference_models.augment import AugmentConfig, BatchAugment, identity_config
-from reference_models.augment import _N_UNIFORMS, _U_CON, _U_HUE, _U_SAT  # draw layout, to recover factors
+from reference_models.augment import (  # draw layout, to recover factors
+    _N_UNIFORMS,
+    _U_CON,
+    _U_HUE,
+    _U_SAT,
+    AugmentConfig,
+    BatchAugment,
+    identity_config,
+)
 
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from autofix.config.compose import compose
 from autofix.config.convert import to_run_config
 from autofix.core.errors import ConfigError
-from autofix.config.compose import compose
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf").glob("*.yaml")
                      if not p.stem.startswith("_"))

@@ -2,8 +2,8 @@
 persistence, warm-up, relative baselines and the methods they apply to."""
 import math
 
-from autofix.monitor.detectors import Detector
 from autofix.config.monitor import DetectorConfig, RuleConfig
+from autofix.monitor.detectors import Detector
 
 
 def run(detector, values, metric="m", every=10):
@@ -94,8 +94,8 @@ def _beyond(rule, inside: bool) -> float:
 
 
 def test_every_shipped_detector_fires_on_its_condition_and_stays_quiet_beside_it():
-    from autofix.config.convert import to_run_config
     from autofix.config.compose import compose
+    from autofix.config.convert import to_run_config
 
     detectors = to_run_config(compose("vicreg", [])).monitor.detectors
     assert "feature_norm" in detectors and "overfitting" in detectors

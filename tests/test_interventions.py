@@ -5,10 +5,10 @@ import copy
 import pytest
 import yaml
 
-from autofix.knowledge import interventions as I
-from autofix.config.convert import to_run_config, validate
 from autofix.config.compose import compose
+from autofix.config.convert import to_run_config, validate
 from autofix.core.paths import interventions_dir
+from autofix.knowledge import interventions as I
 from autofix.knowledge.symptoms import load_symptoms
 
 REGISTRY = I.load()

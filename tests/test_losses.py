@@ -4,8 +4,15 @@ import math
 import pytest
 import torch
 
-from reference_models.losses import (covariance_term, masked_reconstruction, negative_cosine, nt_xent, patchify,
-                                     variance_term, vicreg)
+from reference_models.losses import (
+    covariance_term,
+    masked_reconstruction,
+    negative_cosine,
+    nt_xent,
+    patchify,
+    variance_term,
+    vicreg,
+)
 from reference_models.methods import momentum_at
 
 

@@ -1,5 +1,6 @@
 """Backbones, heads and the config knobs the catalog's fixes turn."""
 import math
+
 import pytest
 import torch
 from torch import nn
@@ -99,8 +100,8 @@ def test_sincos_positions_are_distinct_and_bounded():
 
 
 def test_attention_scale_zero_makes_every_map_uniform_and_a_large_one_sharp():
-    from reference_models.backbones.vit import Block
     from autofix.monitor import tokens
+    from reference_models.backbones.vit import Block
     x = torch.randn(2, 9, 16)
     for scale, check in ((0.0, lambda h: h == pytest.approx(1.0, abs=1e-6)), (50.0, lambda h: h < 0.2)):
         block = Block(16, 2, 2.0, "layer", "gelu", 0.0, 0.0, True, attn_scale=scale).eval()
@@ -235,8 +236,8 @@ def test_ghost_batchnorm_normalises_each_sub_batch_on_its_own():
 
 
 def test_shuffled_second_view_meets_other_company_in_ghost_batchnorm_and_is_put_back_in_order(compose_run):
-    from autofix.run.build import build_model
     from autofix.core.errors import ConfigError
+    from autofix.run.build import build_model
     x = torch.randn(8, 3, 16, 16)
     torch.manual_seed(0)
     plain = build_model(compose_run("simclr", "model.bn_groups=2"), 3, 16).train()

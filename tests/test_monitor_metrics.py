@@ -256,8 +256,8 @@ def test_depth_norm_growth():
 def test_depth_update_ratio_sees_a_starved_stem():
     """Through the monitor: a tiny convnet whose stem gets 1/1000 of the lr reads about 1/1000 of the
     healthy ratio (both measured on the same model, batch and steps)."""
-    from reference_models.backbones import TinyConvNet
     from autofix.monitor.training_signals import _stage_indices
+    from reference_models.backbones import TinyConvNet
 
     def ratio(stem_lr_mult):
         torch.manual_seed(0)

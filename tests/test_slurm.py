@@ -139,9 +139,10 @@ def test_preempted_child_resumes_from_its_checkpoint(tmp_path, cluster):
     """A child requeued mid-run (scontrol requeue: SIGTERM), then signalled as near its time limit (SIGUSR2:
     submitit's checkpointing hook requeues it), ends with the same result as the same child run without
     interruption beside it: one result, one MLflow run, and the launcher never reported it finished early."""
+    from mlflow.tracking import MlflowClient
+
     from autofix.config.remediation import LauncherConfig
     from autofix.remediate.launchers import DONE, RUNNING, build_launcher
-    from mlflow.tracking import MlflowClient
 
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # create the store once
     slurm = build_launcher(LauncherConfig(name="slurm", poll_s=0.5, mem_gb=2, job_prefix="autofix-preempt",

@@ -68,8 +68,8 @@ def test_promotion_takes_the_best_of_each_family_before_a_second_of_any():
 def test_the_random_patch_is_never_a_candidate_under_test(tmp_path, method, symptom):
     """By default the random arm draws from the applicable interventions that do not target the symptom,
     so no candidate is ever compared against itself; `random_pool=all` is the uniform draw over every one."""
-    from autofix.config.convert import to_run_config
     from autofix.config.compose import compose
+    from autofix.config.convert import to_run_config
     from autofix.remediate import plan
     from autofix.remediate.orchestrator import Orchestrator
 
@@ -89,9 +89,9 @@ def test_the_random_patch_is_never_a_candidate_under_test(tmp_path, method, symp
 def test_a_pinned_random_patch_is_that_intervention_and_must_be_in_the_pool(tmp_path):
     """`remediation.random_intervention` keeps the placebo fixed however many interventions are added; one
     that targets the symptom (a candidate) or does not exist is refused in one line naming the valid ones."""
+    from autofix.config.compose import compose
     from autofix.config.convert import to_run_config
     from autofix.core.errors import ConfigError
-    from autofix.config.compose import compose
     from autofix.remediate import plan
     from autofix.remediate.orchestrator import Orchestrator
 

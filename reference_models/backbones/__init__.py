@@ -8,7 +8,6 @@ from torch import nn
 from ..fields import bounded, choice
 from ..layers import ACTIVATIONS, INITS, NORMS, DropPath
 from ..names import BACKBONE_NAMES
-
 from .convnet import TinyConvNet
 from .resnet import CifarResNet
 from .vit import VisionTransformer
