@@ -4,10 +4,22 @@ import math
 import pytest
 import torch
 
-from reference_models.regularizers import (RegularizersConfig, anchor_loss, apply_regularizers,
-                                           attention_entropy_loss, consistency_loss, covariance_gap, entropy_loss, feature_norm_loss,
-                                           head_diversity_loss, mean_pair_cosine, orthogonality_loss,
-                                           repulsion_loss, token_similarity_loss, uniformity_loss)
+from reference_models.regularizers import (
+    RegularizersConfig,
+    anchor_loss,
+    apply_regularizers,
+    attention_entropy_loss,
+    consistency_loss,
+    covariance_gap,
+    entropy_loss,
+    feature_norm_loss,
+    head_diversity_loss,
+    mean_pair_cosine,
+    orthogonality_loss,
+    repulsion_loss,
+    token_similarity_loss,
+    uniformity_loss,
+)
 
 
 def test_uniformity_zero_when_rows_coincide_and_negative_when_spread():
@@ -180,8 +192,8 @@ def test_token_terms_train_a_vit_through_its_recorded_attention(compose_run):
 
 
 def test_token_terms_on_a_convnet_are_a_config_error(compose_run):
-    from autofix.run.build import build_model
     from autofix.core.errors import ConfigError
+    from autofix.run.build import build_model
     cfg = compose_run("simclr", "regularizers.token_similarity.weight=1")
     with pytest.raises(ConfigError, match="vit"):
         build_model(cfg, 3, 32)
@@ -235,8 +247,8 @@ def test_layer_vc_reads_each_training_forwards_intermediate_stages(compose_run, 
 
 
 def test_layer_vc_on_a_one_stage_vit_is_a_config_error(compose_run):
-    from autofix.run.build import build_model
     from autofix.core.errors import ConfigError
+    from autofix.run.build import build_model
     cfg = compose_run("mae", "model.depth=1", "regularizers.layer_vc.weight=1")
     with pytest.raises(ConfigError, match="layer_vc.*only one"):
         build_model(cfg, 3, 32)
@@ -278,8 +290,8 @@ def test_layer_redundancy_is_the_mean_cka_of_neighbouring_layers():
 
 
 def test_layer_redundancy_trains_through_the_stages_and_needs_two(compose_run):
-    from autofix.run.build import build_model
     from autofix.core.errors import ConfigError
+    from autofix.run.build import build_model
     cfg = compose_run("vicreg", "regularizers.layer_redundancy.weight=1")
     model = build_model(cfg, 3, 16).train()
     views = [torch.randn(8, 3, 16, 16) for _ in range(model.n_views)]
@@ -343,8 +355,8 @@ def test_position_loss_is_log_t_at_chance_and_zero_when_each_token_tells_its_pla
 
 
 def test_position_task_trains_a_head_on_a_vits_tokens_and_is_refused_on_a_convnet(compose_run):
-    from autofix.run.build import build_model
     from autofix.core.errors import ConfigError
+    from autofix.run.build import build_model
     cfg = compose_run("mae", "regularizers.position.weight=1")
     model = build_model(cfg, 3, 32).train()
     assert model.aux_heads["position"].out_features == model.backbone.num_patches
@@ -415,3 +427,138 @@ def test_anchor_snapshot_is_taken_while_layer_vc_holds_recorded_stage_outputs(co
     out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers, step=0)
     out.loss.backward()
     assert out.terms["reg_anchor"].item() == pytest.approx(0.0, abs=1e-5) and model.backbone.stage_outputs == []
+
+
+# ---- the registry and where the anchor's snapshot lives ------------------------------------------
+def test_the_registry_has_every_configured_term_with_its_config_class():
+    import dataclasses
+
+    from reference_models.regularizers import REGISTRY
+    cfg = RegularizersConfig()
+    names = [f.name for f in dataclasses.fields(cfg)]
+    assert list(REGISTRY) == names
+    assert all(type(getattr(cfg, n)) is REGISTRY[n].config for n in names)
+
+
+def _anchor_step(model, cfg, step, size=16):
+    """One regularized step, the weights moved by SGD after it; the step's anchor term."""
+    g = torch.Generator().manual_seed(step)
+    views = [torch.randn(8, 3, size, size, generator=g) for _ in range(2)]
+    out = apply_regularizers(model, views, model(views, 0.0), cfg.regularizers, step=step)
+    out.loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(0.1 * p.grad)
+                p.grad = None
+    return out.terms["reg_anchor"].item()
+
+
+def test_the_anchor_snapshot_is_in_the_state_dict_and_survives_a_strict_round_trip(compose_run):
+    """A resume loads strictly into a freshly built model: the snapshot (its step and frozen weights)
+    comes back, so the next step's anchor term is the uninterrupted run's."""
+    import io
+
+    from autofix.run.build import build_model
+    cfg = compose_run("vicreg", "regularizers.anchor.weight=1", "regularizers.anchor.every=5")
+    model = build_model(cfg, 3, 16).eval()   # eval: BatchNorm's running stats do not move between calls
+    _anchor_step(model, cfg, 3)               # snapshot taken at step 3, then the weights move
+    state = model.state_dict()
+    snap_keys = [k for k in state if k.startswith("anchor_snapshot.")]
+    assert "anchor_snapshot.step" in snap_keys and any(k.startswith("anchor_snapshot.nets.backbone.") for k in snap_keys)
+    assert any(k.startswith("anchor_snapshot.nets.projector.") for k in snap_keys)   # on=projector, the default
+    buffer = io.BytesIO()
+    torch.save(state, buffer)          # as a checkpoint stores it (and loads it, weights_only)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+
+    fresh = build_model(cfg, 3, 16).eval()
+    assert fresh.anchor_snapshot.taken_at == -1           # built, not taken yet
+    fresh.load_state_dict(saved, strict=True)
+    assert fresh.anchor_snapshot.taken_at == int(fresh.anchor_snapshot.step) == 3
+    restored = fresh.anchor_snapshot.state_dict()
+    assert all(torch.equal(v, restored[k]) for k, v in model.anchor_snapshot.state_dict().items())
+    live = model.backbone.state_dict()
+    assert any(not torch.equal(live[k], restored[f"nets.backbone.{k}"]) for k in live)   # step 3's, not now's
+    # the same snapshot (not one retaken at step 4): both models give the same, non-zero, term
+    a, b = _anchor_step(model, cfg, 4), _anchor_step(fresh, cfg, 4)
+    assert a == b and a > 1e-4 and fresh.anchor_snapshot.taken_at == 3
+    assert _anchor_step(fresh, cfg, 8) == pytest.approx(0.0, abs=1e-5)   # 5 steps on: retaken
+    assert fresh.anchor_snapshot.taken_at == 8
+
+
+def test_without_the_anchor_term_no_snapshot_keys_and_with_it_no_extra_parameters(compose_run):
+    """Models without the term keep their state_dict (old checkpoints and forks load as before); with it
+    the snapshot is buffers only, so the optimizer's groups and a fork's every-parameter check are unchanged."""
+    from autofix.run.build import build_model
+    plain = build_model(compose_run("simclr"), 3, 16)
+    anchored = build_model(compose_run("simclr", "regularizers.anchor.weight=1"), 3, 16)
+    assert not any(k.startswith("anchor_snapshot") for k in plain.state_dict())
+    assert not hasattr(plain, "anchor_snapshot")
+    assert [n for n, _ in anchored.named_parameters()] == [n for n, _ in plain.named_parameters()]
+    assert set(anchored.state_dict()) - set(plain.state_dict()) == {
+        k for k in anchored.state_dict() if k.startswith("anchor_snapshot.")}
+
+
+def test_the_package_keeps_no_module_level_mutable_state(compose_run):
+    """The snapshot lives on its model: no module of the package holds a mutable container at module level
+    (the registry is a read-only mapping), the globals are the same objects after training steps, and two
+    models keep two snapshots of their own."""
+    import collections.abc
+    import importlib
+    import pkgutil
+    import weakref
+
+    import reference_models.regularizers as pkg
+    from autofix.run.build import build_model
+    modules = [pkg] + [importlib.import_module(f"{pkg.__name__}.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)]
+    mutable = (dict, list, set, bytearray, collections.deque, weakref.WeakKeyDictionary,
+               weakref.WeakValueDictionary, weakref.WeakSet)
+
+    def state():
+        return {(m.__name__, k): (id(v), len(v) if isinstance(v, collections.abc.Sized) and not isinstance(v, type) else None)
+                for m in modules for k, v in vars(m).items() if not k.startswith("__")}
+
+    found = [f"{m.__name__}.{k}" for m in modules for k, v in vars(m).items()
+             if not k.startswith("__") and isinstance(v, mutable)]
+    assert found == []
+    before = state()
+    cfg = compose_run("simclr", "regularizers.anchor.weight=1", "regularizers.anchor.every=2",
+                      "regularizers.layer_vc.weight=1", "regularizers.uniformity.weight=1")
+    first, second = build_model(cfg, 3, 16).train(), build_model(cfg, 3, 16).train()
+    _anchor_step(first, cfg, 0)
+    _anchor_step(second, cfg, 5)
+    assert state() == before
+    assert first.anchor_snapshot.taken_at == 0 and second.anchor_snapshot.taken_at == 5
+
+
+def test_a_resumed_run_with_the_anchor_term_reproduces_the_uninterrupted_losses(compose_run, tmp_path):
+    """Checkpointed at step 6 with the snapshot taken at step 4 (every 4 steps): the resumed run goes on
+    with that snapshot, retakes it at step 8 as the uninterrupted run does, and its losses match bit for bit."""
+    from autofix.run.trainer import Trainer
+    common = ["regularizers.anchor.weight=1", "regularizers.anchor.every=4", "trainer.max_steps=10",
+              "trainer.log_every=1", "trainer.ckpt_every=6", "optimizer.warmup_steps=2"]
+    full = Trainer(compose_run("vicreg", *common), tmp_path / "full")
+    full.fit()
+    half = tmp_path / "full" / "checkpoints" / "step_00000006.pt"
+    assert int(torch.load(half, weights_only=True)["model"]["anchor_snapshot.step"]) == 4
+    resumed = Trainer(compose_run("vicreg", *common, f"trainer.resume={half}"), tmp_path / "resumed")
+    assert resumed.step == 6 and resumed.model.anchor_snapshot.taken_at == 4
+    resumed.fit()
+    a = [r["loss/total"] for r in full.history if "loss/total" in r and r["step"] > 6]
+    b = [r["loss/total"] for r in resumed.history if "loss/total" in r]
+    assert len(a) == len(b) == 4 and a == b
+    assert resumed.model.anchor_snapshot.taken_at == full.model.anchor_snapshot.taken_at == 8
+
+
+def test_a_fork_that_adds_the_anchor_term_keeps_the_moments_and_takes_a_fresh_snapshot(compose_run, tmp_path):
+    """The catalog's reg_anchor patch: a child of a run without the term. Every parameter still loads
+    (the snapshot holds none), so the optimizer's moments carry over; the snapshot is taken at its first step."""
+    from autofix.run.trainer import Trainer
+    parent = Trainer(compose_run("vicreg", "trainer.max_steps=4", "trainer.ckpt_every=4"), tmp_path / "p")
+    parent.fit()
+    child = Trainer(compose_run("vicreg", "trainer.max_steps=6", f"trainer.fork={parent.ring.path(4)}",
+                                "regularizers.anchor.weight=1"), tmp_path / "c")
+    assert child.fork_info["optimizer_state"] and child.model.anchor_snapshot.taken_at == -1
+    child.train_loop()
+    assert child.model.anchor_snapshot.taken_at == 4
