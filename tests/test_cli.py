@@ -107,3 +107,40 @@ def test_slurm_launcher_settings_compose(tmp_path):
                   tmp_path=tmp_path)
     assert cfg.returncode == 0, cfg.stderr
     assert "partition: gpu" in cfg.stdout and "constraint: a100" in cfg.stdout and "gpus_per_child: 1" in cfg.stdout
+
+
+def _bad_checkpoints(tmp_path):
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    return tmp_path
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("=5", "malformed override '=5': no key before '='"),
+    ("trainer.resume={tmp}/random.pt", "random.pt is not a readable checkpoint"),
+    ("trainer.resume={tmp}/empty.pt", "empty.pt is not a readable checkpoint (empty file"),
+    ("trainer.fork={tmp}/nowhere", "trainer.fork: no checkpoint at"),
+    ("remediation.candidates=[mae_mask_ratio]", "remediation.candidates: mae_mask_ratio not for vicreg/tiny_convnet; "
+                                                "valid for vicreg: activation_swap"),
+    ("remediation.candidates=[no_such_fix]", "remediation.candidates: no_such_fix unknown; valid for vicreg:"),
+    ("tracking.uri=notascheme://x", "tracking.uri: 'notascheme://x' has scheme 'notascheme'; valid:"),
+    ("remediation.storage=::bad::", "remediation.storage: '::bad::' is not a database URL; valid:"),
+])
+def test_mistakes_the_run_would_meet_later_end_in_one_line_before_it_starts(tmp_path, override, expected):
+    """Checked before the parent trains (and before Hydra makes a run folder): the valid-candidates list
+    names only the method's own interventions."""
+    tmp = _bad_checkpoints(tmp_path)
+    line = one_error_line(autofix("run", "conf=vicreg", override.format(tmp=tmp), *FAST, tmp_path=tmp_path))
+    assert expected in line
+    assert "mae_mask_ratio" not in line.split("valid", 1)[-1]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path):
+    """A checkpoint written by a wider model: resuming from it names the mismatch, not torch's traceback."""
+    first = autofix("run", "conf=vicreg", *FAST, "remediation=off", "monitor.enabled=false",
+                    f"trainer.out_dir={tmp_path / 'a'}", tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    line = one_error_line(autofix("run", "conf=vicreg", *FAST, "remediation=off", "monitor.enabled=false",
+                                  "model.width=16", f"trainer.resume={tmp_path / 'a'}", tmp_path=tmp_path))
+    assert "was written by another model" in line and "trainer.fork loads what fits" in line

@@ -234,23 +234,24 @@ def test_a_weaker_second_view_makes_a_strong_weak_pair(compose_run, tmp_path):
     grey = lambda v: ((v * trainer.std + trainer.mean) * 255).float()
     assert torch.allclose(grey(second), grey(second).round(), atol=1e-3)
     assert not torch.allclose(grey(first), grey(first).round(), atol=1e-3)
-    assert trainer._second_view(trainer.augment).cfg.flip_p == 0.0
-    assert trainer._second_view(trainer.augment).cfg.crop_scale == (1.0, 1.0)
-    assert trainer._second_view(trainer.augment) is trainer._second_view(trainer.augment)   # built once
+    assert trainer.view_schedule.second_view(trainer.augment).cfg.flip_p == 0.0
+    assert trainer.view_schedule.second_view(trainer.augment).cfg.crop_scale == (1.0, 1.0)
+    assert trainer.view_schedule.second_view(trainer.augment) is trainer.view_schedule.second_view(trainer.augment)   # built once
     assert not torch.equal(first, second)
     half = Trainer(compose_run("simclr", "trainer.max_steps=10", "augment.second_view_strength=0.5"), tmp_path / "h")
-    assert half._second_view(half.augment).cfg.jitter_p == pytest.approx(0.5 * half.augment.cfg.jitter_p)
+    assert half.view_schedule.second_view(half.augment).cfg.jitter_p == pytest.approx(0.5 * half.augment.cfg.jitter_p)
     same = Trainer(compose_run("simclr", "trainer.max_steps=10"), tmp_path / "s")
-    assert same._second_view(same.augment) is same.augment                                  # default: symmetric
+    assert same.view_schedule.second_view(same.augment) is same.augment                                  # default: symmetric
 
 
 def test_reinit_heads_resets_the_projector_its_moments_and_its_momentum_copy(compose_run, tmp_path):
+    from autofix.run.fork import reinit_heads
     from autofix.run.trainer import Trainer
     trainer = Trainer(compose_run("byol", "trainer.max_steps=10", "trainer.reinit_heads=[projector]",
                                   "trainer.reinit_every=5"), tmp_path)
     trainer.train_loop()   # resets at step 5; the run goes on
     trained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.reinit_heads()
+    reinit_heads(trainer)
     now = trainer.model.state_dict()
     assert all(torch.equal(now[k], trained[k]) for k in now if k.startswith(("backbone.", "predictor.")))
     weight = next(k for k in now if k.startswith("projector.") and k.endswith("weight") and now[k].dim() == 2)

@@ -76,7 +76,7 @@ def overrides_only(args: list[str]) -> list[str]:
 
 
 def run_command(args: list[str]) -> int:
-    from .hydra_app import check_overrides, launch   # torch and the training code: only for `run`
+    from .hydra_app import check_overrides, launch  # torch and the training code: only for `run`
 
     names = [a.split("=", 1)[1] for a in args if a.startswith("conf=")]
     rest = [a for a in args if not a.startswith("conf=")]

@@ -18,9 +18,13 @@ from ..config.convert import to_run_config
 from ..core.errors import ConfigError, UserError
 from ..core.paths import conf_dir
 from ..core.progress import print_summary
+from ..knowledge import interventions
 from ..remediate.experiment import run_experiment, run_folder
 from ..remediate.launchers import check_available, quiet_sacct_warnings
+from ..remediate.study import check_storage
+from ..run import checkpoint
 from ..run.assemble import assemble
+from ..run.tracking import check_uri
 
 
 def check_overrides(name: str, overrides: list[str], multirun: bool = False, launching: bool = True) -> None:
@@ -35,8 +39,37 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False, lau
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain(e, name)) from None
     run_cfg = to_run_config(cfg)
-    if launching and run_cfg.remediation.enabled:  # before the parent trains for minutes, not when its children start
-        check_available(run_cfg.launcher)
+    for key in ("resume", "fork"):   # a checkpoint that is not one fails here, before any folder is made
+        where = getattr(run_cfg.trainer, key)
+        if where:
+            try:
+                state = checkpoint.load(checkpoint.find_checkpoint(where))
+            except FileNotFoundError as e:
+                raise ConfigError(f"trainer.{key}: {e}") from None
+            if not isinstance(state, dict) or "model" not in state:
+                raise ConfigError(f"trainer.{key}: {where} is not an autofix checkpoint (no model state); valid: a "
+                                  "step_*.pt file an autofix run wrote, or the run folder holding it")
+    if run_cfg.tracking.enabled and run_cfg.tracking.uri:
+        check_uri(run_cfg.tracking.uri)
+    if run_cfg.remediation.enabled:   # before the parent trains for minutes, not when its children start
+        check_storage(run_cfg.remediation.storage)
+        check_candidates(run_cfg)
+        if launching:
+            check_available(run_cfg.launcher)
+
+
+def check_candidates(cfg) -> None:
+    """remediation.candidates and random_intervention must be interventions this method can run."""
+    registry = interventions.load()
+    mine = {iv.id for iv in interventions.applicable(cfg.method.name, cfg.model.backbone, registry)}
+    r = cfg.remediation
+    wrong = [c for c in r.candidates if c not in mine]
+    if r.random_intervention and r.random_intervention not in mine:
+        wrong.append(r.random_intervention)
+    if wrong:
+        what = "unknown" if any(c not in registry for c in wrong) else f"not for {cfg.method.name}/{cfg.model.backbone}"
+        raise ConfigError(f"remediation.candidates: {', '.join(wrong)} {what}; valid for {cfg.method.name}: "
+                          f"{', '.join(sorted(mine))}")
 
 
 def task(cfg: DictConfig) -> None:

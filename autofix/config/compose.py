@@ -29,6 +29,8 @@ def check_syntax(overrides: list[str]) -> None:
 
     parser = OverridesParser.create()
     for o in overrides:
+        if o.lstrip("+~").startswith("="):
+            raise ConfigError(f"malformed override '{o}': no key before '=' (overrides look like key=value)")
         try:
             parser.parse_overrides([o])
         except OverrideParseException as e:

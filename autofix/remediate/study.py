@@ -8,6 +8,22 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from ..config.schema import RunConfig
+from ..core.errors import ConfigError
+
+
+def check_storage(url: str | None) -> None:
+    """remediation.storage: empty, sqlite, journal or a database URL SQLAlchemy can parse; checked before
+    the parent trains."""
+    if url in (None, "", "sqlite", "journal"):
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"remediation.storage: {url!r} is not a database URL; valid: null (SQLite in the run "
+                          "folder), journal, or a URL such as postgresql://user@host/optuna") from None
 
 
 def storage_for(cfg: RunConfig, folder: Path):

@@ -5,12 +5,15 @@ Everything stored is tensors, numbers, strings and containers, so it loads with 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..core.errors import ConfigError
 
 PATTERN = re.compile(r"^step_(\d+)\.pt$")
 
@@ -101,4 +104,12 @@ def find_checkpoint(where: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """A checkpoint's state; a file that is not one (truncated, empty, random bytes, not ours) is a user's
+    mistake in one line, not a traceback from deep inside torch's unpickler."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        why = "empty file" if Path(path).is_file() and Path(path).stat().st_size == 0 else type(e).__name__
+        raise ConfigError(f"{path} is not a readable checkpoint ({why}: truncated, corrupt or not a checkpoint); "
+                          "valid: a step_*.pt file an autofix run wrote, or the run folder holding it") from None
+    return state

@@ -23,7 +23,9 @@ def fork_from(trainer, path: Path) -> None:
     order and augmentation follow this run's seed, so replicate children differ."""
     state = ckpt.load(path)
     own = trainer.model.state_dict()
-    restart = reinit_prefixes(trainer.model, trainer.cfg)
+    # the anchor regularizer's snapshot is retaken at the child's first step, as before it was saved:
+    # a parent's would be stale after a head reset or shrink-and-perturb
+    restart = reinit_prefixes(trainer.model, trainer.cfg) + ("anchor_snapshot.",)
     if state.get("model_init", trainer.cfg.model.init) != trainer.cfg.model.init:
         # a patch of the init scheme means "start the backbone over, under the new scheme", from here
         restart += ("backbone.", "target_backbone.")
@@ -87,7 +89,7 @@ def reinit_prefixes(model, cfg: RunConfig) -> tuple[str, ...]:
     names = list(cfg.trainer.reinit_heads)
     # a head is a child module other than the backbone, named by its first word: MAE's decoder is
     # decoder_embed, decoder, decoder_norm and decoder_pred
-    heads = sorted({n.split("_")[0] for n, _ in model.named_children()} - {"backbone", "target"})
+    heads = sorted({n.split("_")[0] for n, _ in model.named_children()} - {"backbone", "target", "anchor"})
     unknown = [n for n in names if n not in heads]
     if unknown:
         raise ConfigError(f"trainer.reinit_heads: {', '.join(unknown)} is not a head of this "

@@ -17,6 +17,22 @@ def default_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+# The schemes an MLflow tracking URI may have (a bare folder is a file store).
+TRACKING_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_uri(uri: str) -> None:
+    """A malformed tracking.uri fails before the run starts, not after its children trained."""
+    from urllib.parse import urlparse
+
+    from ..core.errors import ConfigError
+
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme and scheme not in TRACKING_SCHEMES and len(scheme) > 1:   # len 1: a Windows drive letter
+        raise ConfigError(f"tracking.uri: {uri!r} has scheme {scheme!r}; valid: a folder, or a URI with one "
+                          f"of {', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db, http://host:5000)")
+
+
 def open_client(uri: str):
     """An MlflowClient whose store exists. The first use of a fresh SQLite file creates MLflow's tables;
     two processes doing that at once (a --multirun sweep on a cluster, children started together) make

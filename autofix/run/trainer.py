@@ -15,6 +15,7 @@ from reference_models.regularizers import apply_regularizers
 
 from ..config.convert import flatten
 from ..config.schema import RunConfig
+from ..core.errors import ConfigError
 from ..core.progress import TrainProgress
 from ..monitor.probes import extract_features, knn_accuracy, linear_probe_accuracy
 from . import checkpoint as ckpt
@@ -286,7 +287,12 @@ class Trainer:
 
     def load(self, path: Path, strict: bool = True) -> None:
         state = ckpt.load(path)  # on the CPU; load_state_dict moves tensors to the model's device
-        self.model.load_state_dict(state["model"], strict=strict)
+        try:
+            self.model.load_state_dict(state["model"], strict=strict)
+        except RuntimeError as e:   # another architecture: missing, unexpected or mis-shaped weights
+            first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            raise ConfigError(f"trainer.resume: {path} was written by another model ({first[:160]}); "
+                              "valid: a checkpoint of this config (trainer.fork loads what fits)") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
