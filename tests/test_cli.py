@@ -144,3 +144,26 @@ def test_a_checkpoint_of_another_architecture_is_one_line(tmp_path):
     line = one_error_line(autofix("run", "conf=vicreg", *FAST, "remediation=off", "monitor.enabled=false",
                                   "model.width=16", f"trainer.resume={tmp_path / 'a'}", tmp_path=tmp_path))
     assert "was written by another model" in line and "trainer.fork loads what fits" in line
+
+
+def test_config_dir_is_searched_by_the_pre_check_and_its_yaml_mistakes_are_one_line(tmp_path):
+    """`--config-dir DIR model=mine` finds DIR/model/mine.yaml (it was rejected as an unknown model), and a
+    file there that does not parse is one line naming the file and the line."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("defaults:\n  - tiny_convnet\n  - _self_\nwidth: 48\n")
+    (tmp_path / "model" / "bad.yaml").write_text("backbone: tiny_convnet\nwidth: [1,\n")
+    ok = autofix("run", "conf=vicreg", "--config-dir", str(tmp_path), "model=mine", "--cfg", "job", tmp_path=tmp_path)
+    assert ok.returncode == 0 and "width: 48" in ok.stdout, ok.stderr
+    line = one_error_line(autofix("run", "conf=vicreg", "--config-dir", str(tmp_path), "model=bad", tmp_path=tmp_path))
+    assert f"{tmp_path / 'model' / 'bad.yaml'}:3: malformed YAML" in line
+
+
+def test_a_malformed_experiment_in_the_users_conf_dir_is_one_line(tmp_path):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "broken.yaml").write_text("defaults:\n  - _schema\nname: [\n")
+    env = {**os.environ, "AUTOFIX_CONF_DIR": str(conf)}
+    r = subprocess.run([sys.executable, "-m", "autofix", "run", "conf=broken"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=120)
+    assert f"{conf / 'broken.yaml'}:4: malformed YAML" in one_error_line(r)
+    assert not (tmp_path / "outputs").exists()

@@ -75,6 +75,17 @@ def overrides_only(args: list[str]) -> list[str]:
     return out
 
 
+def config_dirs(args: list[str]) -> list[str]:
+    """The folders given with --config-dir / -cd: Hydra searches them too, and so must the pre-check."""
+    out = []
+    for i, a in enumerate(args):
+        if a in ("--config-dir", "-cd") and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith("--config-dir="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
 def run_command(args: list[str]) -> int:
     from .hydra_app import check_overrides, launch  # torch and the training code: only for `run`
 
@@ -89,5 +100,5 @@ def run_command(args: list[str]) -> int:
     if not help_flags.intersection(rest):
         # `--cfg job` prints the composed config and runs nothing: it needs no launcher (no sbatch on PATH)
         check_overrides(name, overrides_only(rest), multirun=bool({"-m", "--multirun"} & set(rest)),
-                        launching=not {"--cfg", "-c"} & set(rest))
+                        launching=not {"--cfg", "-c"} & set(rest), search=config_dirs(rest))
     return launch(name, rest)

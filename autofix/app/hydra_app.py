@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +28,8 @@ from ..run.assemble import assemble
 from ..run.tracking import check_uri
 
 
-def check_overrides(name: str, overrides: list[str], multirun: bool = False, launching: bool = True) -> None:
+def check_overrides(name: str, overrides: list[str], multirun: bool = False, launching: bool = True,
+                    search: list[str] = ()) -> None:
     """Compose the experiment with the user's overrides and validate it; raise ConfigError (one line).
     `launching`: the run will start children, so the launcher they need must be there."""
     overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
@@ -35,7 +37,13 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False, lau
     try:
         if multirun:
             overrides = [first_of_sweep(o) for o in overrides]
-        cfg = compose(name, overrides)
+        searchpath = [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in search)}]"] if search else []
+        cfg = compose(name, searchpath + overrides)
+    except yaml.YAMLError as e:   # a config file of the user's that does not parse
+        mark = getattr(e, "problem_mark", None)
+        where = f"{mark.name}:{mark.line + 1}" if mark else "a config file"
+        raise ConfigError(f"{where}: malformed YAML ({getattr(e, 'problem', None) or e}); fix the file "
+                          "(YAML: key: value, lists as [a, b])") from None
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain(e, name)) from None
     run_cfg = to_run_config(cfg)
