@@ -123,6 +123,8 @@ def _bad_checkpoints(tmp_path):
     ("remediation.candidates=[mae_mask_ratio]", "remediation.candidates: mae_mask_ratio not for vicreg/tiny_convnet; "
                                                 "valid for vicreg: activation_swap"),
     ("remediation.candidates=[no_such_fix]", "remediation.candidates: no_such_fix unknown; valid for vicreg:"),
+    ("trainer.out_dir={tmp}/random.pt/run", "trainer.out_dir: {tmp}/random.pt/run cannot be a folder, "
+                                           "{tmp}/random.pt is a file"),
     ("tracking.uri=notascheme://x", "tracking.uri: 'notascheme://x' has scheme 'notascheme'; valid:"),
     ("remediation.storage=::bad::", "remediation.storage: '::bad::' is not a database URL; valid:"),
 ])
@@ -131,7 +133,7 @@ def test_mistakes_the_run_would_meet_later_end_in_one_line_before_it_starts(tmp_
     names only the method's own interventions."""
     tmp = _bad_checkpoints(tmp_path)
     line = one_error_line(autofix("run", "conf=vicreg", override.format(tmp=tmp), *FAST, tmp_path=tmp_path))
-    assert expected in line
+    assert expected.format(tmp=tmp) in line
     assert "mae_mask_ratio" not in line.split("valid", 1)[-1]
     assert not (tmp_path / "outputs").exists()
 
@@ -167,3 +169,11 @@ def test_a_malformed_experiment_in_the_users_conf_dir_is_one_line(tmp_path):
                        cwd=tmp_path, env=env, timeout=120)
     assert f"{conf / 'broken.yaml'}:4: malformed YAML" in one_error_line(r)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("content,expected", [(bytes(range(256)), "is a binary file"),
+                                              ("## 1. Entré\n".encode("latin-1"), "is not UTF-8 (byte 10)")])
+def test_a_catalog_path_that_is_not_text_is_one_line(tmp_path, content, expected):
+    (tmp_path / "cat.md").write_bytes(content)
+    line = one_error_line(autofix("catalog", "stats", f"catalog.path={tmp_path / 'cat.md'}", tmp_path=tmp_path))
+    assert f"catalog.path: {tmp_path / 'cat.md'} {expected}; valid: a UTF-8 markdown file" in line

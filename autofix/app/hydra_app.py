@@ -47,6 +47,8 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False, lau
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain(e, name)) from None
     run_cfg = to_run_config(cfg)
+    if run_cfg.trainer.out_dir:
+        check_folder("trainer.out_dir", Path(run_cfg.trainer.out_dir))
     for key in ("resume", "fork"):   # a checkpoint that is not one fails here, before any folder is made
         where = getattr(run_cfg.trainer, key)
         if where:
@@ -64,6 +66,15 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False, lau
         check_candidates(run_cfg)
         if launching:
             check_available(run_cfg.launcher)
+
+
+def check_folder(key: str, folder: Path) -> None:
+    """A run folder that cannot be made (a regular file in its way) fails here, not after training."""
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{key}: {folder} cannot be a folder, {p} is a file; valid: a path under a folder")
+            return
 
 
 def check_candidates(cfg) -> None:

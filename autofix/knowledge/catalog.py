@@ -178,4 +178,11 @@ def load(path: str | Path | None = None) -> Catalog:
 
 @lru_cache(maxsize=4)
 def _load_cached(path: str, _mtime: int) -> Catalog:
-    return parse(Path(path).read_text(encoding="utf-8"), path)
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        kind = "a binary file" if b"\0" in raw[:4096] else f"not UTF-8 (byte {e.start})"
+        raise CatalogError(f"catalog.path: {path} is {kind}; valid: a UTF-8 markdown file in the "
+                           "ssl-1000-fixes format, or leave it empty for the bundled catalog") from None
+    return parse(text, path)
