@@ -9,15 +9,15 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from reference_models.data import DatasetError
 
-from ..config.compose import HYDRA_VERSION, check_syntax, compose, explain, first_of_sweep
+from ..config.compose import HYDRA_VERSION, check_syntax, compose, explain, first_of_sweep, searchpath
 from ..config.convert import to_run_config
 from ..core.errors import ConfigError, UserError
-from ..core.paths import conf_dir
+from ..core.paths import check_writable, conf_dir
 from ..core.progress import print_summary
 from ..knowledge import interventions
 from ..remediate.experiment import run_experiment, run_folder
@@ -25,20 +25,19 @@ from ..remediate.launchers import check_available, quiet_sacct_warnings
 from ..remediate.study import check_storage
 from ..run import checkpoint
 from ..run.assemble import assemble
-from ..run.tracking import check_uri
+from ..run.tracking import check_uri, default_uri
 
 
 def check_overrides(name: str, overrides: list[str], multirun: bool = False, launching: bool = True,
                     search: list[str] = ()) -> None:
     """Compose the experiment with the user's overrides and validate it; raise ConfigError (one line).
-    `launching`: the run will start children, so the launcher they need must be there."""
-    overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    `launching`: the run will start (not `--cfg`), so its folders must be makeable and the launcher its
+    children need must be there."""
     check_syntax(overrides)
     try:
         if multirun:
             overrides = [first_of_sweep(o) for o in overrides]
-        searchpath = [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in search)}]"] if search else []
-        cfg = compose(name, searchpath + overrides)
+        cfg = compose(name, searchpath(search) + overrides, hydra_config=True)
     except yaml.YAMLError as e:   # a config file of the user's that does not parse
         mark = getattr(e, "problem_mark", None)
         where = f"{mark.name}:{mark.line + 1}" if mark else "a config file"
@@ -46,9 +45,14 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False, lau
                           "(YAML: key: value, lists as [a, b])") from None
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(explain(e, name)) from None
+    with open_dict(cfg):
+        hydra_cfg = cfg.pop("hydra")
     run_cfg = to_run_config(cfg)
+    if launching:   # Hydra makes its run folder (or the sweep's) before the job starts, and says why in a traceback
+        key, where = ("hydra.sweep.dir", hydra_cfg.sweep.dir) if multirun else ("hydra.run.dir", hydra_cfg.run.dir)
+        check_writable(key, Path(where))
     if run_cfg.trainer.out_dir:
-        check_folder("trainer.out_dir", Path(run_cfg.trainer.out_dir))
+        check_writable("trainer.out_dir", Path(run_cfg.trainer.out_dir))
     for key in ("resume", "fork"):   # a checkpoint that is not one fails here, before any folder is made
         where = getattr(run_cfg.trainer, key)
         if where:
@@ -59,22 +63,13 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False, lau
             if not isinstance(state, dict) or "model" not in state:
                 raise ConfigError(f"trainer.{key}: {where} is not an autofix checkpoint (no model state); valid: a "
                                   "step_*.pt file an autofix run wrote, or the run folder holding it")
-    if run_cfg.tracking.enabled and run_cfg.tracking.uri:
-        check_uri(run_cfg.tracking.uri)
+    if run_cfg.tracking.enabled:
+        check_uri(run_cfg.tracking.uri or default_uri(), reach=launching)
     if run_cfg.remediation.enabled:   # before the parent trains for minutes, not when its children start
         check_storage(run_cfg.remediation.storage)
         check_candidates(run_cfg)
         if launching:
             check_available(run_cfg.launcher)
-
-
-def check_folder(key: str, folder: Path) -> None:
-    """A run folder that cannot be made (a regular file in its way) fails here, not after training."""
-    for p in [folder, *folder.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise ConfigError(f"{key}: {folder} cannot be a folder, {p} is a file; valid: a path under a folder")
-            return
 
 
 def check_candidates(cfg) -> None:
@@ -98,8 +93,10 @@ def task(cfg: DictConfig) -> None:
             # the monitored parent, and child runs when it shows a symptom; a rerun resumes its folder
             hc = HydraConfig.get()
             folder = Path(run_cfg.trainer.out_dir) if run_cfg.trainer.out_dir else run_folder(run_cfg)
+            # the folders of --config-dir: the children compose with them as the parent did
+            search = [s.path for s in hc.runtime.config_sources if s.provider == "command-line" and s.schema == "file"]
             done = run_experiment(run_cfg, hc.job.config_name, list(hc.overrides.task), folder,
-                                  OmegaConf.to_yaml(cfg))
+                                  OmegaConf.to_yaml(cfg), search_dirs=search)
             print_summary(done["parent"])
             for symptom, res in done["remediated"].items():
                 print(f"{symptom}: verdicts in {res['table']}")

@@ -38,12 +38,21 @@ def check_syntax(overrides: list[str]) -> None:
             raise ConfigError(f"malformed override '{o}': {detail} (overrides look like key=value)") from None
 
 
-def compose(name: str, overrides: list[str]) -> DictConfig:
+def searchpath(dirs: list[str]) -> list[str]:
+    """The override that adds the user's --config-dir folders to Hydra's search path, as Hydra's own
+    main does for the parent: the pre-check and every child compose with it too."""
+    from pathlib import Path
+
+    return [f"hydra.searchpath=[{','.join('file://' + str(Path(d).resolve()) for d in dirs)}]"] if dirs else []
+
+
+def compose(name: str, overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    """The experiment `name` with `overrides`; `hydra_config` keeps the `hydra` node (its run folders)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(str(conf_dir()), version_base=HYDRA_VERSION):
-        return hydra_compose(name, overrides=overrides)
+        return hydra_compose(name, overrides=overrides, return_hydra_config=hydra_config)
 
 
 def explain(e: Exception, name: str) -> str:

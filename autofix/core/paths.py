@@ -19,3 +19,24 @@ def interventions_dir() -> Path:
     """The intervention registry, the symptom list and the catalog links: AUTOFIX_INTERVENTIONS_DIR,
     else the checkout's interventions/."""
     return Path(os.environ.get("AUTOFIX_INTERVENTIONS_DIR") or _CHECKOUT / "interventions")
+
+
+def check_writable(key: str, folder: Path) -> None:
+    """A folder the run will make must be makeable: its nearest existing ancestor a folder that this user
+    can write in (tried with a temporary folder, removed at once: permissions, a read-only mount and
+    /proc all show). Raises ConfigError naming `key`, so the mistake ends before anything is written."""
+    import tempfile
+
+    from .errors import ConfigError
+
+    folder = Path(folder).expanduser().absolute()
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{key}: {folder} cannot be a folder, {p} is a file; valid: a path under a folder")
+            try:
+                os.rmdir(tempfile.mkdtemp(prefix=".autofix-probe-", dir=p))
+            except OSError as e:
+                raise ConfigError(f"{key}: {folder} cannot be made, {p} is not writable ({e.strerror}); "
+                                  "valid: a path under a folder you can write") from None
+            return

@@ -56,13 +56,14 @@ class EmbeddingSignals:
         # BYOL's online network at init: the target's lag is judged against how far it moved since
         self.initial_online = optimization.snapshot(_online(model)) if hasattr(model, "target_backbone") else None
         self.previous_encoder: torch.Tensor | None = None   # the encoder embedding at the last embedding check
+        self.previous_step = 0                               # ... and its step
         self.train_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def note_training_views(self, out) -> None:
         """The training batch's own two views at a check, compared with the reference views."""
         self.train_views = {k: v for k, v in out.embeddings.items() if len(v) == 2}
 
-    def measure(self, model, method: str, method_cfg, batch_size: int) -> dict[str, float]:
+    def measure(self, model, method: str, method_cfg, batch_size: int, step: int) -> dict[str, float]:
         """Everything read from the probe buffer's two views: geometry of each branch, activations,
         the method's embedding metrics and BatchNorm's batch dependence."""
         m: dict[str, float] = {}
@@ -82,9 +83,13 @@ class EmbeddingSignals:
         if self.previous_encoder is not None:
             m["health/encoder/neighbour_overlap"] = geometry.neighbour_overlap(self.previous_encoder, h1_host)
             # ... and how far the embeddings themselves moved: a rotation or a shift of the whole space
-            # keeps every neighbourhood, yet a probe or a downstream head fitted before it is lost
-            m["health/encoder/displacement"] = geometry.relative_displacement(self.previous_encoder, h1_host)
-        self.previous_encoder = h1_host
+            # keeps every neighbourhood, yet a probe or a downstream head fitted before it is lost. As a
+            # rate per 100 steps: the squared movement of noisy SGD grows with the steps between the two
+            # embeddings, so a run's last check (fewer steps after the one before) or another cadence
+            # would otherwise read as less movement
+            moved = geometry.relative_displacement(self.previous_encoder, h1_host)
+            m["health/encoder/displacement"] = moved * 100 / max(step - self.previous_step, 1)
+        self.previous_encoder, self.previous_step = h1_host, step
         if z1 is not None:
             m.update(branch_geometry("health/projector", z1.cpu(), z2.cpu()))
             # the directions the projector's output spans against the encoder's: far below 1 when the head

@@ -88,7 +88,8 @@ class HealthMonitor:
         if isinstance(model, MAE):
             m.update(self.embedding.mae_metrics(model))
         if geometry:
-            m.update(self.embedding.measure(model, self.method, trainer.cfg.method, trainer.cfg.trainer.batch_size))
+            m.update(self.embedding.measure(model, self.method, trainer.cfg.method, trainer.cfg.trainer.batch_size,
+                                                trainer.step))
         else:
             self.embedding.train_views = {}
         if self.cfg.knn_every and trainer.step % self.cfg.knn_every == 0:

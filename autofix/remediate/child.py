@@ -12,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..config.compose import compose
+from ..config.compose import compose, searchpath
 from ..config.convert import to_run_config
 from ..run.assemble import assemble
 from ..run.trainer import Hook
@@ -132,7 +132,7 @@ def run_child(spec_path: str) -> dict:
     extra = []
     if any((folder / "checkpoints").glob("step_*.pt")):
         extra.append(f"trainer.resume={folder}")  # requeued: go on from its own checkpoint, not the fork
-    cfg = to_run_config(compose(spec.experiment, merge_overrides(spec.overrides, extra)))
+    cfg = to_run_config(compose(spec.experiment, searchpath(spec.search_dirs) + merge_overrides(spec.overrides, extra)))
     cfg.tracking.parent_run_id = spec.parent_run_id
     cfg.tracking.tags = {**cfg.tracking.tags, **spec.tags, **_cluster_tags()}
     run = assemble(cfg, folder)

@@ -36,12 +36,12 @@ def run_folder(cfg: RunConfig, root: Path | str = "outputs") -> Path:
 
 
 def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder: Path,
-                   config_text: str | None = None) -> dict:
+                   config_text: str | None = None, search_dirs: list[str] = ()) -> dict:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "parent.json").is_file():
         console.print(f"[bold]resuming[/] {folder}")
-    orch = Orchestrator(cfg, experiment, overrides, folder, config_text)
+    orch = Orchestrator(cfg, experiment, overrides, folder, config_text, search_dirs)
     parent = train_parent(cfg, folder, config_text)
     events = parent["events"]
     done: dict = {"parent": parent["summary"], "symptoms": [e["id"] for e in events], "remediated": {}}

@@ -36,8 +36,9 @@ INTERRUPTED = "orchestrator interrupted; requeued"
 
 class Orchestrator:
     def __init__(self, cfg: RunConfig, experiment: str, overrides: list[str], folder: Path,
-                 config_text: str | None = None):
+                 config_text: str | None = None, search_dirs: list[str] = ()):
         self.cfg, self.experiment, self.folder, self.config_text = cfg, experiment, Path(folder), config_text
+        self.search_dirs = list(search_dirs)   # the user's --config-dir folders, for the children's compose
         self.parent_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "remediation", "launcher"))]
         self.registry = interventions.load()
         r = cfg.remediation
@@ -181,7 +182,7 @@ class Orchestrator:
                 "autofix.patch": " ".join(patch), "autofix.catalog_ids": ",".join(map(str, catalog))[:4900]}
         return ChildSpec(trial.number, role, seed, symptom, self.experiment,
                          merge_overrides(self.parent_overrides, patch, child), str(folder), iid, params, patch,
-                         parent["summary"].get("run_id"), tags, str(conf_dir()))
+                         parent["summary"].get("run_id"), tags, str(conf_dir()), self.search_dirs)
 
     def tracking_uri(self) -> str:
         return self.cfg.tracking.uri or default_uri()

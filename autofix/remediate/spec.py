@@ -22,6 +22,7 @@ class ChildSpec:
     parent_run_id: Optional[str] = None
     tags: dict[str, str] = field(default_factory=dict)
     conf_dir: Optional[str] = None
+    search_dirs: list[str] = field(default_factory=list)   # --config-dir folders Hydra also searches
 
     @property
     def folder(self) -> Path:

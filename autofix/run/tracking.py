@@ -21,16 +21,45 @@ def default_uri() -> str:
 TRACKING_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 
 
-def check_uri(uri: str) -> None:
-    """A malformed tracking.uri fails before the run starts, not after its children trained."""
+# Their default ports, for the reachability check of a database server.
+_DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def check_uri(uri: str, reach: bool = True) -> None:
+    """A malformed tracking.uri fails before the run starts, not after its children trained; with `reach`,
+    so does one that cannot be reached: a store whose folder cannot be made, a server that does not answer."""
     from urllib.parse import urlparse
 
     from ..core.errors import ConfigError
+    from ..core.paths import check_writable
 
-    scheme = urlparse(uri).scheme.split("+")[0]
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
     if scheme and scheme not in TRACKING_SCHEMES and len(scheme) > 1:   # len 1: a Windows drive letter
         raise ConfigError(f"tracking.uri: {uri!r} has scheme {scheme!r}; valid: a folder, or a URI with one "
                           f"of {', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db, http://host:5000)")
+    if not reach:
+        return
+    if scheme == "sqlite":
+        check_writable("tracking.uri", Path(uri[len("sqlite:///"):]).parent)
+    elif scheme in ("", "file") or len(scheme) == 1:
+        check_writable("tracking.uri", Path(parsed.path if scheme == "file" else uri))
+    elif scheme in ("http", "https") or scheme in _DB_PORTS:
+        _check_answers(uri, parsed.hostname or "localhost", parsed.port or _DB_PORTS.get(scheme) or
+                       (443 if scheme == "https" else 80))
+
+
+def _check_answers(uri: str, host: str, port: int, timeout: float = 5.0) -> None:
+    """A server that nobody answers for: MLflow would retry it for minutes, after the parent trained."""
+    import socket
+
+    from ..core.errors import ConfigError
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"tracking.uri: {uri} cannot be reached ({e.strerror or e}); valid: a running tracking "
+                          "server (mlflow server --port 5000), or a local store such as sqlite:///mlflow.db") from None
 
 
 def open_client(uri: str):
