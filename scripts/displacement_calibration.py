@@ -114,18 +114,21 @@ def report(records: list[dict], out: Path) -> None:
              "displacement is a rate per 100 steps (squared movement of the probe's embeddings between two "
              "checks over their spread, times 100 over the steps between them). Seeds 0-10 are calibration "
              "seeds: the bounds below are on them, not held out.", "",
-             "Per group: the largest displacement of a healthy run (and the smallest of the fault) from 65% "
-             "and from 75% of the run, over seeds; how many runs the detector fires on, with a one-sided 95% "
-             "Clopper-Pearson upper bound (for a healthy run, the false-alarm rate).", "",
-             "| size | method | fault | torch threads | runs | max from 65% | max from 75% | min from 65% | min from 75% | fired | rate bound |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Per group of runs (seeds): the range of the displacement over every check from 65% and from "
+             "75% of the run (the detector read from 65% until 2026-12-07), and how many runs the detector "
+             "fires on now, with a one-sided 95% Clopper-Pearson upper bound on that rate: for healthy runs "
+             "the false-alarm rate, for the fault the miss rate.", "",
+             "| size | method | fault | torch threads | runs | from 65% | from 75% | fired | bound | fired at step (median) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (size, method, fault, threads), rs in sorted(groups.items()):
         late = lambda p: [v for r in rs for s, v in r["rows"] if s / r["max_steps"] >= p]
-        fired = sum(fires(r["rows"], r["max_steps"], rule) is not None for r in rs)
-        bound = upper(fired, len(rs)) if fault == "none" else float("nan")
-        lines.append(f"| {size} | {method} | {fault} | {threads} | {len(rs)} | {max(late(0.65)):.3f} | {max(late(0.75)):.3f} "
-                     f"| {min(late(0.65)):.3f} | {min(late(0.75)):.3f} | {fired}/{len(rs)} | "
-                     + (f"{bound:.0%}" if fault == "none" else "-") + " |")
+        at = sorted(s for s in (fires(r["rows"], r["max_steps"], rule) for r in rs) if s is not None)
+        n, k = len(rs), len(at)
+        bound = upper(k, n) if fault == "none" else upper(n - k, n)
+        median = f"{at[len(at) // 2]} of {rs[0]['max_steps']}" if at else "-"
+        lines.append(f"| {size} | {method} | {fault} | {threads} | {n} | {min(late(0.65)):.3f}-{max(late(0.65)):.3f} "
+                     f"| {min(late(0.75)):.3f}-{max(late(0.75)):.3f} | {k}/{n} | "
+                     f"{'false alarms' if fault == 'none' else 'misses'} <= {bound:.0%} | {median} |")
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

@@ -127,6 +127,10 @@ def _bad_checkpoints(tmp_path):
                                            "{tmp}/random.pt is a file"),
     ("tracking.uri=notascheme://x", "tracking.uri: 'notascheme://x' has scheme 'notascheme'; valid:"),
     ("remediation.storage=::bad::", "remediation.storage: '::bad::' is not a database URL; valid:"),
+    ("hydra.run.dir={tmp}/random.pt/run", "hydra.run.dir: {tmp}/random.pt/run cannot be a folder, {tmp}/random.pt is a file"),
+    ("tracking.uri=sqlite:///{tmp}/random.pt/mlflow.db", "tracking.uri: {tmp}/random.pt cannot be a folder, "
+                                                         "{tmp}/random.pt is a file"),
+    ("tracking.uri={tmp}/random.pt/mlruns", "tracking.uri: {tmp}/random.pt/mlruns cannot be a folder"),
 ])
 def test_mistakes_the_run_would_meet_later_end_in_one_line_before_it_starts(tmp_path, override, expected):
     """Checked before the parent trains (and before Hydra makes a run folder): the valid-candidates list
@@ -135,6 +139,30 @@ def test_mistakes_the_run_would_meet_later_end_in_one_line_before_it_starts(tmp_
     line = one_error_line(autofix("run", "conf=vicreg", override.format(tmp=tmp), *FAST, tmp_path=tmp_path))
     assert expected.format(tmp=tmp) in line
     assert "mae_mask_ratio" not in line.split("valid", 1)[-1]
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no one can make a folder")
+def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path):
+    """A folder whose nearest existing parent refuses a new folder (here /proc: root too) is tried before
+    the run, with a temporary folder that is removed again; so is the sweep folder of a --multirun."""
+    line = one_error_line(autofix("run", "conf=vicreg", "hydra.run.dir=/proc/autofix-test/run", *FAST, tmp_path=tmp_path))
+    assert "hydra.run.dir: /proc/autofix-test/run cannot be made, /proc is not writable" in line
+    line = one_error_line(autofix("run", "conf=vicreg", "--multirun", "hydra.sweep.dir=/proc/autofix-test",
+                                  "trainer.seed=0,1", *FAST, tmp_path=tmp_path))
+    assert "hydra.sweep.dir: /proc/autofix-test cannot be made" in line
+    assert not list(tmp_path.glob(".autofix-probe-*"))
+
+
+def test_a_tracking_server_that_does_not_answer_is_one_line(tmp_path):
+    """A well-formed http:// URI nobody listens on: MLflow would retry it for minutes after training."""
+    import socket
+
+    with socket.socket() as s:   # a port that was free a moment ago: nothing listens there now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    line = one_error_line(autofix("run", "conf=vicreg", f"tracking.uri=http://127.0.0.1:{port}", *FAST, tmp_path=tmp_path))
+    assert f"tracking.uri: http://127.0.0.1:{port} cannot be reached" in line and "valid: a running tracking server" in line
     assert not (tmp_path / "outputs").exists()
 
 
