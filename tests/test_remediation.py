@@ -222,6 +222,28 @@ def test_crashed_child_is_a_failed_trial_with_its_reason(tmp_path):
     assert launcher.poll(killed) == FAILED and "killed by signal 9" in launcher.reason(killed)
 
 
+def test_a_child_composes_with_the_users_config_dir(tmp_path):
+    """`--config-dir DIR model=mine`: the parent found DIR/model/mine.yaml through Hydra's search path, and
+    its children must too (they compose in their own process, from the spec)."""
+    from autofix.config.remediation import LauncherConfig
+    from autofix.remediate.launchers import DONE, LocalLauncher
+    from autofix.remediate.spec import ChildSpec
+
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "mine.yaml").write_text("defaults:\n  - tiny_convnet\n  - _self_\nwidth: 4\n")
+    launcher = LocalLauncher(LauncherConfig(), tmp_path)
+    spec = ChildSpec(0, "control", 0, "complete_collapse", "vicreg",
+                     ["model=mine", "trainer.max_steps=2", "data.n_train=64", "data.n_val=32", "trainer.batch_size=16",
+                      "probe.linear=false", "tracking.enabled=false", "remediation.enabled=false", "monitor.enabled=false"],
+                     str(tmp_path / "c"), search_dirs=[str(tmp_path / "mine")])
+    job = launcher.submit(spec)
+    deadline = time.time() + 300
+    while launcher.poll(job) == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert launcher.poll(job) == DONE, launcher.reason(job)   # without the search path: "unknown model 'mine'"
+    assert json.loads((tmp_path / "c" / "result.json").read_text())["steps"] == 2
+
+
 @pytest.mark.parametrize("name", ["local", "submitit_local"])
 def test_launchers_run_a_child_to_its_result(tmp_path, name):
     from autofix.config.remediation import LauncherConfig
