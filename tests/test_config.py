@@ -42,3 +42,53 @@ def test_nearest_neighbour_positives_without_a_queue_is_one_line():
     with pytest.raises(ConfigError, match=r"^method.nn_positives: true needs method.queue_size > 0"):
         to_run_config(compose("simclr", ["method.nn_positives=true"]))
     assert to_run_config(compose("simclr", ["method.nn_positives=true", "method.queue_size=256"])).method.nn_positives
+
+
+def _restated(values, schema, prefix=""):
+    """The keys of a config file whose value is the schema's own default (nested mappings walked)."""
+    out = []
+    for key, value in values.items():
+        if key == "defaults" or not isinstance(schema, dict) or key not in schema:
+            continue
+        if isinstance(value, dict) and isinstance(schema[key], dict):
+            out += _restated(value, schema[key], f"{prefix}{key}.")
+        elif value == schema[key]:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def test_no_config_file_restates_a_schema_default():
+    """One source for each default: a conf/ group file states only what differs from the schema (a restated
+    value silently wins once the schema changes: remediation.budget_steps was 60 in one and 40 in the other).
+    The monitor's detectors are checked against DetectorConfig's defaults too."""
+    from pathlib import Path
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    from autofix.config.convert import METHOD_SCHEMAS
+    from autofix.config.monitor import DetectorConfig
+    from autofix.config.schema import RunConfig
+    from autofix.core.paths import conf_dir
+
+    base = OmegaConf.to_container(OmegaConf.structured(RunConfig))
+    detector = OmegaConf.to_container(OmegaConf.structured(DetectorConfig))
+    found, files = {}, 0
+    for path in sorted(conf_dir().glob("*/*.yaml")):
+        group = path.parent.name
+        if group == "fault":   # a fault states what it breaks, whatever the default
+            continue
+        files += 1
+        values = yaml.safe_load(path.read_text()) or {}
+        schema = (OmegaConf.to_container(OmegaConf.structured(METHOD_SCHEMAS[path.stem])) if group == "method"
+                  else base[group])
+        same = _restated(values, schema)
+        for name, det in (values.get("detectors") or {}).items():
+            same += [f"detectors.{name}.{k}" for k in _restated(det, detector)]
+        if same:
+            found[f"{group}/{path.name}"] = same
+    assert files > 20 and not found, found
+
+
+def test_the_restated_check_sees_a_restated_value():
+    assert _restated({"a": 1, "b": {"c": 2, "d": 3}, "e": 5}, {"a": 1, "b": {"c": 2, "d": 4}, "e": 6}) == ["a", "b.c"]

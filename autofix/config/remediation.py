@@ -42,13 +42,13 @@ class RemediationConfig:
 class LauncherConfig:
     name: str = choice("local", LAUNCHERS)
     max_parallel: int = bounded(0, 0)      # children at once; 0 = one per CPU core (one per GPU on a GPU box)
-    threads_per_child: int = bounded(1, 1)
+    threads_per_child: int = bounded(1, 1)   # unused on SLURM: children take theirs from SLURM_CPUS_PER_TASK
     timeout_min: int = bounded(60, 1)      # a child running longer is cancelled and counted as failed
     poll_s: float = bounded(0.5, 0.05)
     preload: bool = True                   # local: fork children from a process that imported torch & co once
     # SLURM (launcher=slurm)
     partition: Optional[str] = None
-    time_min: int = bounded(60, 1)
+    time_min: int = bounded(60, 1)         # the job's time limit; near it a child checkpoints and submitit requeues it
     gpus_per_child: int = bounded(0, 0)
     cpus_per_child: int = bounded(1, 1)
     mem_gb: float = bounded(4.0, 0.1)
