@@ -61,7 +61,6 @@ def test_no_config_file_restates_a_schema_default():
     """One source for each default: a conf/ group file states only what differs from the schema (a restated
     value silently wins once the schema changes: remediation.budget_steps was 60 in one and 40 in the other).
     The monitor's detectors are checked against DetectorConfig's defaults too."""
-    from pathlib import Path
 
     import yaml
     from omegaconf import OmegaConf

@@ -105,5 +105,5 @@ def test_a_pinned_random_patch_is_that_intervention_and_must_be_in_the_pool(tmp_
     o = orch("lr_lower")  # a divergence candidate: never its own placebo
     with pytest.raises(ConfigError, match="not in the random pool for divergence.*valid: .*weight_decay_schedule"):
         plan.random_pool(o.cfg, o.registry, "divergence", o.config_dict())
-    with pytest.raises(ConfigError, match="unknown intervention no_such_fix"):
+    with pytest.raises(ConfigError, match="remediation.random_intervention: no_such_fix unknown; valid for simclr: .*weight_decay_schedule"):
         orch("no_such_fix")

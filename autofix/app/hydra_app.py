@@ -22,6 +22,7 @@ from ..core.progress import print_summary
 from ..knowledge import interventions
 from ..remediate.experiment import run_experiment, run_folder
 from ..remediate.launchers import check_available, quiet_sacct_warnings
+from ..remediate.plan import check_candidates
 from ..remediate.study import check_storage
 from ..run import checkpoint
 from ..run.assemble import assemble
@@ -67,23 +68,9 @@ def check_overrides(name: str, overrides: list[str], multirun: bool = False, lau
         check_uri(run_cfg.tracking.uri or default_uri(), reach=launching)
     if run_cfg.remediation.enabled:   # before the parent trains for minutes, not when its children start
         check_storage(run_cfg.remediation.storage)
-        check_candidates(run_cfg)
+        check_candidates(run_cfg, interventions.load())
         if launching:
             check_available(run_cfg.launcher)
-
-
-def check_candidates(cfg) -> None:
-    """remediation.candidates and random_intervention must be interventions this method can run."""
-    registry = interventions.load()
-    mine = {iv.id for iv in interventions.applicable(cfg.method.name, cfg.model.backbone, registry)}
-    r = cfg.remediation
-    wrong = [c for c in r.candidates if c not in mine]
-    if r.random_intervention and r.random_intervention not in mine:
-        wrong.append(r.random_intervention)
-    if wrong:
-        what = "unknown" if any(c not in registry for c in wrong) else f"not for {cfg.method.name}/{cfg.model.backbone}"
-        raise ConfigError(f"remediation.candidates: {', '.join(wrong)} {what}; valid for {cfg.method.name}: "
-                          f"{', '.join(sorted(mine))}")
 
 
 def task(cfg: DictConfig) -> None:

@@ -42,13 +42,7 @@ class Orchestrator:
         self.parent_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra", "remediation", "launcher"))]
         self.registry = interventions.load()
         r = cfg.remediation
-        unknown = [c for c in r.candidates if c not in self.registry]
-        if unknown:
-            raise ConfigError(f"remediation.candidates: unknown intervention(s) {unknown}; valid: "
-                              f"{', '.join(sorted(self.registry))}")
-        if r.random_intervention and r.random_intervention not in self.registry:
-            raise ConfigError(f"remediation.random_intervention: unknown intervention {r.random_intervention}; "
-                              f"valid: {', '.join(sorted(self.registry))}")
+        plan.check_candidates(cfg, self.registry)
         if r.knn_every % cfg.monitor.every:
             raise ConfigError(f"remediation.knn_every: {r.knn_every} is not a multiple of monitor.every "
                               f"({cfg.monitor.every})")

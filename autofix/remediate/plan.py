@@ -22,6 +22,19 @@ def device_type(cfg: RunConfig) -> str:
     return pick_device(cfg.trainer.device).type
 
 
+def check_candidates(cfg: RunConfig, registry: dict[str, Intervention]) -> None:
+    """remediation.candidates and random_intervention must be interventions this method can run; the
+    valid list names only the method's own (the pre-check and the orchestrator both ask here)."""
+    mine = {iv.id for iv in interventions.applicable(cfg.method.name, cfg.model.backbone, registry)}
+    r = cfg.remediation
+    for key, given in (("candidates", r.candidates), ("random_intervention", [r.random_intervention] if r.random_intervention else [])):
+        wrong = [c for c in given if c not in mine]
+        if wrong:
+            what = "unknown" if any(c not in registry for c in wrong) else f"not for {cfg.method.name}/{cfg.model.backbone}"
+            raise ConfigError(f"remediation.{key}: {', '.join(wrong)} {what}; valid for {cfg.method.name}: "
+                              f"{', '.join(sorted(mine))}")
+
+
 def candidates(cfg: RunConfig, registry: dict[str, Intervention], symptom: str,
                config: dict) -> tuple[list[Intervention], list[Intervention]]:
     """The interventions to try for `symptom`, and those left out because their patch would change
