@@ -1,8 +1,12 @@
 """Tests for reference_models.data: small, offline, fast (synthetic archives and folders in tmp_path)."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import os
 import pickle
+import pickletools
 import tarfile
 
 import numpy as np
@@ -11,7 +15,8 @@ import torch
 from PIL import Image
 from sklearn.neighbors import KNeighborsClassifier
 
-from reference_models.data import DATASETS, DatasetError, ImageDataset, load_dataset
+from reference_models.data import DATASETS, DatasetError, ImageDataset, cifar, load_dataset
+from reference_models.data.download import check_md5, fetch
 
 
 def _check_common(ds: ImageDataset, image_size: int = 32) -> None:
@@ -247,6 +252,134 @@ def test_cifar_archive_escaping_member_rejected(tmp_path):
     with pytest.raises(DatasetError):
         load_dataset("cifar10", path=str(tmp_path))
     assert not (tmp_path.parent / "evil").exists()
+
+
+@pytest.mark.parametrize("name", ["/abs/evil", "a/../b"])
+def test_cifar_archive_absolute_or_dotdot_member_rejected(tmp_path, name):
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(DatasetError) as ei:
+        load_dataset("cifar10", path=str(tmp_path))
+    assert "unsafe archive member" in _one_line_error(ei)
+    assert not (tmp_path / "b").exists()
+
+
+class _RunsShell:
+    """What an attacker pickles: unpickling calls os.system(command)."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+class _RunsEval(_RunsShell):
+    def __reduce__(self):
+        return (eval, (f"__import__('os').system({self.command!r})",))
+
+
+@pytest.mark.parametrize("payload, refused", [(_RunsShell, f"{os.system.__module__}.system"), (_RunsEval, "__builtin__.eval")])
+@pytest.mark.parametrize("nested", [False, True])
+def test_cifar_batch_naming_a_callable_is_refused_without_running_it(tmp_path, payload, refused, nested):
+    folder = _make_cifar10(tmp_path / "data")
+    marker = tmp_path / "pwned"
+    evil = payload(f"touch {marker}")
+    with open(folder / "data_batch_1", "wb") as fh:
+        # Nested: the payload sits where a genuine batch keeps its labels, after globals a batch does hold.
+        data, labels = _cifar_images(6, 1, 10)
+        pickle.dump({b"data": data, b"labels": evil} if nested else evil, fh, protocol=2)
+    with pytest.raises(DatasetError) as ei:
+        load_dataset("cifar10", path=str(tmp_path / "data"))
+    msg = _one_line_error(ei)
+    assert not marker.exists()
+    assert msg == f"cifar10: data.path: {folder / 'data_batch_1'} is not a CIFAR batch: it asks to load {refused}, which a CIFAR archive never holds"
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes and str as Python 2's cPickle wrote str (BINSTRING), as the published CIFAR batches hold them."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        raw = obj.encode("latin1") if isinstance(obj, str) else obj
+        op = pickle.SHORT_BINSTRING + bytes([len(raw)]) if len(raw) < 256 else pickle.BINSTRING + len(raw).to_bytes(4, "little")
+        self.write(op + raw)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+    dispatch[str] = _save_py2_str
+
+
+def _py2_dump(path, obj) -> set[str]:
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    # numpy 1.x (which wrote the archives) named its rebuilder numpy.core.multiarray; GLOBAL args are newline-ended text.
+    raw = buf.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    path.write_bytes(raw)
+    return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(raw) if op.name == "GLOBAL"}
+
+
+def test_cifar_batch_pickled_like_the_published_ones_loads(tmp_path):
+    folder = _make_cifar10(tmp_path)
+    data, labels = _cifar_images(6, 1, 10)
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": labels, b"data": data, b"filenames": [b"a.png"] * 6}
+    globals_ = _py2_dump(folder / "data_batch_1", batch)
+    assert globals_ == {"numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype"}  # as in the real data_batch_1
+    ds = load_dataset("cifar10", path=str(tmp_path))
+    _check_planted_pixels(ds.train_x)
+    assert ds.train_y[:6].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_check_md5_refuses_and_removes_a_wrong_file(tmp_path):
+    good = tmp_path / "good.tar.gz"
+    good.write_bytes(b"genuine bytes")
+    check_md5("cifar10", good, hashlib.md5(b"genuine bytes").hexdigest())
+    assert good.is_file()
+    bad = tmp_path / "cifar-10-python.tar.gz"
+    bad.write_bytes(b"not the archive")
+    expected = cifar._LAYOUTS["cifar10"].md5
+    with pytest.raises(DatasetError) as ei:
+        check_md5("cifar10", bad, expected)
+    msg = _one_line_error(ei)
+    assert str(bad) in msg and expected in msg and hashlib.md5(b"not the archive").hexdigest() in msg
+    assert not bad.exists()
+
+
+def _cifar10_archive(tmp_path):
+    src = tmp_path / "src"
+    _make_cifar10(src)
+    archive = tmp_path / "served.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive
+
+
+def test_cifar_download_with_wrong_md5_is_removed_not_extracted(tmp_path, monkeypatch):
+    served = _cifar10_archive(tmp_path)  # a loadable archive, just not the published one
+    monkeypatch.setitem(cifar._LAYOUTS, "cifar10", dataclasses.replace(cifar._LAYOUTS["cifar10"], url=served.as_uri()))
+    dest = tmp_path / "data"
+    with pytest.raises(DatasetError) as ei:
+        load_dataset("cifar10", path=str(dest), download=True)
+    msg = _one_line_error(ei)
+    assert cifar._LAYOUTS["cifar10"].md5 in msg and hashlib.md5(served.read_bytes()).hexdigest() in msg
+    assert list(dest.iterdir()) == []  # neither the archive, nor a .part file, nor an extracted folder
+
+
+def test_cifar_download_with_published_md5_is_extracted(tmp_path, monkeypatch):
+    served = _cifar10_archive(tmp_path)
+    lay = dataclasses.replace(cifar._LAYOUTS["cifar10"], url=served.as_uri(), md5=hashlib.md5(served.read_bytes()).hexdigest())
+    monkeypatch.setitem(cifar._LAYOUTS, "cifar10", lay)
+    ds = load_dataset("cifar10", path=str(tmp_path / "data"), download=True)
+    assert len(ds.train_x) == 30
+    assert (tmp_path / "data" / "cifar-10-python.tar.gz").is_file()
+
+
+def test_fetch_requires_an_md5(tmp_path):
+    with pytest.raises(TypeError):
+        fetch("cifar10", (tmp_path / "x").as_uri(), tmp_path / "y")  # no archive is fetched unchecked
 
 
 # ---------------------------------------------------------------- imagefolder

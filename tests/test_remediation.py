@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from autofix.remediate.folder import study_name
+
 pytestmark = pytest.mark.slow
 
 
@@ -90,7 +92,7 @@ def _random_arm_repairs(tmp_path, symptom) -> bool:
     import optuna
 
     from autofix.remediate.verdict import arms_from_trials
-    study = optuna.load_study(study_name=symptom, storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    study = optuna.load_study(study_name=study_name(tmp_path / "run", symptom), storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
     control, random, _ = arms_from_trials(study.get_trials())
     return random.resolved_rate >= 0.5 and sum(random.knn.values()) > sum(control.knn.values())
 
@@ -107,7 +109,7 @@ def _check_machinery(tmp_path, symptom, candidates, seeds):
 
     from autofix.remediate import verdict as V
 
-    study = optuna.load_study(study_name=symptom, storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    study = optuna.load_study(study_name=study_name(tmp_path / "run", symptom), storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
     trials = study.get_trials()
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED), t
@@ -174,7 +176,7 @@ def test_killed_orchestrator_resumes_its_study(tmp_path):
         time.sleep(2)
         if db.exists():
             try:
-                study = optuna.load_study(study_name="complete_collapse", storage=f"sqlite:///{db}")
+                study = optuna.load_study(study_name=study_name(db.parent, "complete_collapse"), storage=f"sqlite:///{db}")
                 finished = [t.number for t in study.trials if t.state == TrialState.COMPLETE]
             except Exception:
                 continue
@@ -184,10 +186,10 @@ def test_killed_orchestrator_resumes_its_study(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # no cleanup runs: the study holds a RUNNING trial
     proc.wait()
     time.sleep(3)  # the running child notices its orchestrator is gone and exits
-    running = [t.number for t in optuna.load_study(study_name="complete_collapse", storage=f"sqlite:///{db}").trials
+    running = [t.number for t in optuna.load_study(study_name=study_name(db.parent, "complete_collapse"), storage=f"sqlite:///{db}").trials
                if t.state == TrialState.RUNNING]
     _run(tmp_path, *args)
-    study = optuna.load_study(study_name="complete_collapse", storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name=study_name(db.parent, "complete_collapse"), storage=f"sqlite:///{db}")
     by_number = {t.number: t for t in study.trials}
     for n in finished:  # finished trials were not rerun
         assert by_number[n].state == TrialState.COMPLETE
@@ -220,6 +222,27 @@ def test_crashed_child_is_a_failed_trial_with_its_reason(tmp_path):
     os.kill(killed.handle.pid, signal.SIGKILL)
     killed.handle.wait()
     assert launcher.poll(killed) == FAILED and "killed by signal 9" in launcher.reason(killed)
+
+
+def test_a_diverged_child_is_recorded_as_diverged_with_no_knn(tmp_path):
+    """A child whose weights go non-finite is its own outcome: result.json says diverged and carries no kNN
+    (its probe would read near 0: non-finite features count as wrong answers)."""
+    from autofix.config.remediation import LauncherConfig
+    from autofix.remediate.launchers import DONE, LocalLauncher
+    from autofix.remediate.spec import ChildSpec
+
+    launcher = LocalLauncher(LauncherConfig(), tmp_path)
+    spec = ChildSpec(0, "control", 0, "divergence", "simclr",
+                     ["fault=sgd_huge_lr", "optimizer.lr=1e8", "trainer.max_steps=30", "data.n_train=128", "data.n_val=64", "trainer.batch_size=32",
+                      "model.width=8", "probe.linear=false", "tracking.enabled=false", "remediation.enabled=false",
+                      "monitor.every=10", "monitor.knn_every=10"], str(tmp_path / "c"))
+    job = launcher.submit(spec)
+    deadline = time.time() + 300
+    while launcher.poll(job) == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert launcher.poll(job) == DONE, launcher.reason(job)
+    result = json.loads((tmp_path / "c" / "result.json").read_text())
+    assert result["diverged"] is True and result["knn"] is None and result["resolved"] is False
 
 
 def test_a_child_composes_with_the_users_config_dir(tmp_path):

@@ -94,7 +94,9 @@ def test_remediation_runs_its_children_as_slurm_jobs(tmp_path, cluster):
     assert journal.is_file() and not (tmp_path / "run" / "optuna.db").exists()
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    study = optuna.load_study(study_name="complete_collapse", storage=JournalStorage(JournalFileBackend(str(journal))))
+
+    from autofix.remediate.folder import study_name
+    study = optuna.load_study(study_name=study_name(tmp_path / "run", "complete_collapse"), storage=JournalStorage(JournalFileBackend(str(journal))))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert [t.user_attrs["job_id"] for t in failed] == [cancelled]
     assert f"SLURM job {cancelled} cancelled" in failed[0].user_attrs["fail_reason"]

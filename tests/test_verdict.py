@@ -43,6 +43,41 @@ def test_hurt_and_incomplete():
     assert V.decide("one", _arm([0.90]), control, None).verdict == V.INCOMPLETE
 
 
+def _diverging(knn: dict, diverged: set):
+    return V.Arm(knn=dict(knn), resolved={**{s: True for s in knn}, **{s: False for s in diverged}}, diverged=set(diverged))
+
+
+def test_a_diverged_child_is_an_outcome_not_a_zero():
+    """Seeds that diverged carry no kNN: they are counted as diverged and not resolved, never averaged in as 0."""
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState
+
+    def trial(role, seed, state, value=None, **ua):
+        return SimpleNamespace(state=state, value=value, params={}, user_attrs={"role": role, "seed": seed, **ua})
+    trials = [trial("control", 0, TrialState.COMPLETE, 0.5, resolved=False),
+              trial("control", 1, TrialState.FAIL, outcome=V.DIVERGED, resolved=False, fail_reason="diverged: ..."),
+              trial("control", 2, TrialState.FAIL, fail_reason="killed by signal 9")]
+    control, _, _ = V.arms_from_trials(trials)
+    assert control.knn == {0: 0.5} and control.diverged == {1} and control.failed == 1
+    assert control.seeds == 2 and control.resolved_rate == 0.0 and control.diverged_text() == "1/2"
+    rows = V.table([], control, None)
+    assert rows[0]["kNN"] == "0.500" and rows[0]["diverged"] == "1/2"   # the mean is over the seed that trained
+
+
+def test_an_arm_that_diverges_more_or_less_often_than_the_control_is_named_for_it():
+    control = _diverging({0: 0.5, 1: 0.5, 2: 0.5}, set())
+    # better kNN on the seeds it trained, yet it broke one run in four: named for the divergence
+    breaks = V.decide("breaks", _diverging({0: 0.9, 1: 0.9, 2: 0.9}, {3}), control, None)
+    assert breaks.verdict == V.MORE_DIVERGED and breaks.diverged == "1/4" and breaks.knn == pytest.approx(0.9)
+    # a control that always diverges leaves no kNN to pair with: a fix that trains is named for that
+    diverging = _diverging({}, {0, 1, 2})
+    assert V.decide("steadies", _diverging({0: 0.6, 1: 0.6, 2: 0.6}, set()), diverging, None).verdict == V.FEWER_DIVERGED
+    assert V.decide("same", _diverging({}, {0, 1, 2}), diverging, None).verdict == V.INCOMPLETE
+    # as often as the control, with seeds to compare: judged on its kNN as usual
+    assert V.decide("fix", _diverging({0: 0.8, 1: 0.82, 2: 0.81}, set()), control, None).verdict == V.HELPED
+
+
 def test_tables_render():
     control, random = _arm([0.3, 0.3]), _arm([0.4, 0.5])
     rows = V.table([V.decide("fix", _arm([0.8, 0.9]), control, random)], control, random)

@@ -60,11 +60,12 @@ def children(client, parent) -> list[ChildRecord]:
     for r in runs:
         t = r.data.tags
         knn = r.data.metrics.get("probe/knn")
-        ok = r.info.status == "FINISHED" and knn is not None and math.isfinite(knn) and "autofix.resolved" in t
+        ok = (r.info.status == "FINISHED" and knn is not None and math.isfinite(knn) and "autofix.resolved" in t
+              and t.get("autofix.outcome") != "diverged")   # a diverged child's kNN (near 0) measures nothing
         ua = {"role": t.get("autofix.role"), "seed": int(t.get("autofix.seed", 0)), "origin": t.get("autofix.origin"),
               "resolved": t.get("autofix.resolved") == "true", "steps": int(float(t.get("autofix.steps", 0) or 0)),
               "seconds": float(t.get("autofix.seconds", 0) or 0), "symptom": t.get("autofix.symptom"),
-              "catalog": t.get("autofix.catalog_ids", ""), "run_id": r.info.run_id}
+              "catalog": t.get("autofix.catalog_ids", ""), "run_id": r.info.run_id, "outcome": t.get("autofix.outcome")}
         out.append(ChildRecord(TrialState.COMPLETE if ok else TrialState.FAIL, knn, ua,
                                {"intervention": t.get("autofix.intervention")}))
     return out
@@ -79,10 +80,10 @@ def leaderboards(client, parents, confidence: float = 0.95) -> list[tuple[str, s
         for symptom in sorted({k.user_attrs["symptom"] for k in kids if k.user_attrs.get("symptom")}):
             trials = [k for k in kids if k.user_attrs["symptom"] == symptom]
             control, random, arms = arms_from_trials(trials)
-            has_random = bool(random.knn) or random.failed
+            has_random = bool(random.seeds) or random.failed
             # racing: a candidate that ran on one seed only was screened out
             verdicts = [V.decide(n, a, control, random if has_random else None, confidence,
-                                 screened=len(a.knn) + a.failed < 2) for n, a in sorted(arms.items())]
+                                 screened=a.seeds + a.failed < 2) for n, a in sorted(arms.items())]
             boards.append((p.info.run_id, symptom, V.table(verdicts, control, random if has_random else None)))
     return boards
 

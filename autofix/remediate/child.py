@@ -147,8 +147,9 @@ def run_child(spec_path: str) -> dict:
     holds, severity = monitor.state(spec.symptom) if monitor else (False, 0.0)
     judged = bool(monitor) and monitor.judged(spec.symptom)
     knn = summary["knn"]
+    diverged = has_diverged(trainer.model, summary)
     result = {"trial": spec.trial, "role": spec.role, "seed": spec.seed, "intervention": spec.intervention,
-              "knn": knn if knn is not None and math.isfinite(knn) else None,
+              "knn": knn if knn is not None and math.isfinite(knn) and not diverged else None, "diverged": diverged,
               "resolved": judged and not holds, "judged": judged, "severity": severity, "steps": summary["steps"] - trainer.fork_info.get("step", 0),
               "seconds": round(time.perf_counter() - started, 2), "run_id": summary["run_id"],
               "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),  # seconds: the last attempt's
@@ -160,7 +161,17 @@ def run_child(spec_path: str) -> dict:
         client = MlflowClient(trainer.tracker.uri)
         for k in ("resolved", "steps", "seconds"):
             client.set_tag(summary["run_id"], f"autofix.{k}", str(result[k]).lower())
+        client.set_tag(summary["run_id"], "autofix.outcome", "diverged" if diverged else "trained")
     return result
+
+
+def has_diverged(model, summary: dict) -> bool:
+    """Weights or the last loss that are not finite: the run diverged. Its kNN (non-finite features count
+    as wrong answers, so near 0) measures nothing, and it is recorded as its own outcome, not as a zero."""
+    loss = summary.get("loss_terms", {}).get("total")
+    if loss is not None and not math.isfinite(loss):
+        return True
+    return any(not bool(p.detach().isfinite().all()) for p in model.parameters())
 
 
 def _cluster_tags() -> dict[str, str]:

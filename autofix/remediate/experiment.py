@@ -3,25 +3,17 @@ is on) the loop for each symptom to remediate. The run folder is chosen from the
 command after a crash or a kill resumes in the same folder instead of starting over."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from ..config.convert import flatten
 from ..config.schema import RunConfig
 from ..core.progress import console
+from ..run.tracking import default_uri
+from .folder import claim, fingerprint, hold, study_name
 from .orchestrator import Orchestrator
 from .parent import train_parent
 from .results import write
 from .study import load_study
-
-# Settings that do not change what a run computes: they do not change its folder either.
-_NOT_IDENTITY = ("tracking.", "trainer.progress", "trainer.threads", "trainer.out_dir", "launcher.")
-
-
-def fingerprint(cfg: RunConfig) -> str:
-    items = {k: v for k, v in flatten(cfg).items() if not k.startswith(_NOT_IDENTITY)}
-    return hashlib.sha1(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def run_folder(cfg: RunConfig, root: Path | str = "outputs") -> Path:
@@ -38,8 +30,15 @@ def run_folder(cfg: RunConfig, root: Path | str = "outputs") -> Path:
 def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder: Path,
                    config_text: str | None = None, search_dirs: list[str] = ()) -> dict:
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if (folder / "parent.json").is_file():
+    with hold(folder):   # one orchestrator per folder: a second one ends in a line naming the holder
+        return _run(cfg, experiment, overrides, folder, config_text, search_dirs)
+
+
+def _run(cfg: RunConfig, experiment: str, overrides: list[str], folder: Path, config_text: str | None,
+         search_dirs: list[str]) -> dict:
+    resuming = (folder / "manifest.json").is_file()
+    claim(folder, cfg, cfg.tracking.uri or default_uri())   # the folder holds this config, or it says what differs
+    if resuming:
         console.print(f"[bold]resuming[/] {folder}")
     orch = Orchestrator(cfg, experiment, overrides, folder, config_text, search_dirs)
     parent = train_parent(cfg, folder, config_text)
@@ -51,7 +50,7 @@ def run_experiment(cfg: RunConfig, experiment: str, overrides: list[str], folder
         for event in todo:
             verdicts = orch.remediate(parent, event)
             if verdicts:
-                study = load_study(cfg, folder, event["id"])
+                study = load_study(cfg, folder, study_name(folder, event["id"]))
                 uri = orch.tracking_uri() if cfg.tracking.enabled else None
                 files = write(folder, event["id"], study, verdicts, parent, r.random_arm, uri)
                 done["remediated"][event["id"]] = {"verdicts": {v.intervention: v.verdict for v in verdicts},

@@ -21,9 +21,11 @@ from ..core.errors import ConfigError
 from ..core.paths import conf_dir
 from ..core.progress import console
 from ..knowledge import interventions, links
+from ..run import checkpoint
 from ..run.tracking import default_uri
 from . import plan
 from . import verdict as V
+from .folder import study_name
 from .launchers import DONE, RUNNING, build_launcher
 from .parent import fork_step
 from .spec import ChildSpec, merge_overrides
@@ -32,6 +34,17 @@ from .verdict import RANDOM, TREATMENT, arms_from_trials
 
 # What a trial's reason says until its child ends: the reason it keeps if the orchestrator dies first.
 INTERRUPTED = "orchestrator interrupted; requeued"
+
+
+def check_fork(ckpt: Path) -> None:
+    """Every child loads the fork checkpoint: a corrupt one is found here once, not by each child in turn."""
+    try:
+        state = checkpoint.load(ckpt)
+    except (ConfigError, FileNotFoundError):
+        state = None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"the fork checkpoint {ckpt} is not readable (truncated, corrupt or not ours); valid: "
+                          f"remove {ckpt.parent.parent} (its parent then trains again) or the whole run folder")
 
 
 class Orchestrator:
@@ -56,6 +69,7 @@ class Orchestrator:
         ckpt = Path(parent["checkpoints"]) / f"step_{fork:08d}.pt"
         if not ckpt.is_file():
             raise ConfigError(f"no checkpoint at the fork point (step {fork}): {ckpt}")
+        check_fork(ckpt)
         config = self.config_dict()
         cands, noops = plan.candidates(self.cfg, self.registry, symptom, config)
         pool = plan.random_pool(self.cfg, self.registry, symptom, config)
@@ -64,7 +78,7 @@ class Orchestrator:
         if not cands:
             console.print(f"[yellow]no intervention targets {symptom} for {self.cfg.method.name}; nothing to try[/]")
             return []
-        study = open_study(self.cfg, self.folder, symptom)
+        study = open_study(self.cfg, self.folder, study_name(self.folder, symptom))
         if not study.user_attrs.get("planned"):
             plan.enqueue_plan(study, self.cfg, cands, noops, pool, fork, config)
         launcher = build_launcher(self.cfg.launcher, self.folder)
@@ -210,6 +224,13 @@ class Orchestrator:
             for k in ("resolved", "severity", "steps", "seconds", "run_id"):
                 trial.set_user_attr(k, res.get(k))
             trial.set_user_attr("folder", str(job.spec.folder))
+            if res.get("diverged"):   # an outcome of its arm, counted as not resolved; never a kNN of 0
+                trial.set_user_attr("outcome", V.DIVERGED)
+                trial.set_user_attr("resolved", False)
+                trial.set_user_attr("fail_reason", "diverged: its weights or loss are not finite")
+                study.tell(trial, state=TrialState.FAIL)
+                console.print(f"  [yellow]{name}: diverged[/]")
+                return
             knn = res.get("knn")
             if knn is not None and math.isfinite(knn):
                 trial.set_user_attr("fail_reason", "")

@@ -42,14 +42,16 @@ def _legend() -> str:
     return ("kNN: mean final kNN accuracy over seeds. vs control / vs random: mean paired difference in final kNN "
             "with its t interval over seeds. helped = both intervals above 0 and the symptom resolved in at "
             "least half the seeds; 'kNN gain, symptom persists' and 'resolved, no kNN gain' = one half of that; "
-            "hurt = the interval against the control below 0.")
+            "hurt = the interval against the control below 0. diverged: the seeds whose child's weights or loss went "
+            "non-finite (not resolved, no kNN: never counted as a kNN of 0); an arm that diverges on a larger "
+            "share of its seeds than the control is named for it.")
 
 
 def _verdict_dict(v: V.Verdict) -> dict:
     def iv(i: V.Interval):
         return {"mean": i.mean, "low": i.low, "high": i.high, "n": i.n}
     return {"intervention": v.intervention, "verdict": v.verdict, "resolved_rate": v.resolved_rate,
-            "vs_control": iv(v.vs_control), "vs_random": iv(v.vs_random), "seeds": v.n_seeds,
+            "vs_control": iv(v.vs_control), "vs_random": iv(v.vs_random), "seeds": v.n_seeds, "diverged": v.diverged,
             "knn": v.knn, "steps": v.steps, "seconds": v.seconds, "failed": v.failed}
 
 

@@ -14,6 +14,10 @@ HELPED, NO_EFFECT, HURT, INCOMPLETE, SCREENED = "helped", "no effect", "hurt", "
 # Half a fix, named as such rather than lumped with "no effect": the probe gains but the alarm stays, or the
 # alarm goes quiet without the probe gaining (a fix that only silences the detector is not a fix).
 GAIN_UNRESOLVED, RESOLVED_NO_GAIN = "kNN gain, symptom persists", "resolved, no kNN gain"
+# A child whose weights or loss went non-finite: an outcome of its arm (not resolved, no kNN), not a failure
+# of the machinery and not a kNN of 0. Arms are compared on how often they diverge, as counts.
+DIVERGED = "diverged"
+MORE_DIVERGED, FEWER_DIVERGED = "diverges more often than the control", "diverges less often than the control"
 
 
 @dataclass
@@ -58,10 +62,22 @@ class Arm:
     steps: int = 0
     seconds: float = 0.0
     failed: int = 0
+    diverged: set[int] = field(default_factory=set)   # the seeds on which the child diverged
 
     @property
     def resolved_rate(self) -> float:
         return sum(self.resolved.values()) / len(self.resolved) if self.resolved else float("nan")
+
+    @property
+    def seeds(self) -> int:
+        return len(self.knn) + len(self.diverged)
+
+    @property
+    def diverged_rate(self) -> float:
+        return len(self.diverged) / self.seeds if self.seeds else float("nan")
+
+    def diverged_text(self) -> str:
+        return f"{len(self.diverged)}/{self.seeds}" if self.seeds else "n/a"
 
 
 @dataclass
@@ -76,6 +92,7 @@ class Verdict:
     seconds: float
     failed: int
     knn: float = float("nan")              # mean final kNN over its seeds
+    diverged: str = "0/0"                  # seeds it diverged on, of those it ran
 
 
 def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confidence: float = 0.95,
@@ -83,14 +100,22 @@ def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confiden
     """helped: the kNN gain over the control AND over the random arm has an interval above 0, and the symptom
     is resolved in at least half the seeds. hurt: the change against the control has an interval below 0.
     Either half alone is named: a kNN gain with the symptom persisting, or resolved with no kNN gain.
-    Otherwise no effect (or incomplete, with fewer than two seeds against the control)."""
+    Otherwise no effect (or incomplete, with fewer than two seeds against the control). Divergence comes
+    first: an arm that diverged on a larger share of its seeds than the control is named for it whatever its
+    kNN on the others; where too few seeds trained on both sides to compare kNN, one that diverged on a
+    smaller share is named for that (the counts are in the table: with a handful of seeds they are a
+    description, not a test)."""
     vs_control = paired_interval(treatment.knn, control.knn, confidence)
     vs_random = paired_interval(treatment.knn, random.knn, confidence) if random else Interval(float("nan"), float("nan"), float("nan"), 0)
     rate = treatment.resolved_rate
+    more = control.seeds and treatment.seeds and treatment.diverged_rate > control.diverged_rate
+    fewer = control.seeds and treatment.seeds and treatment.diverged_rate < control.diverged_rate
     if screened:
         verdict = SCREENED  # ran once in the screening round and was not among the promoted
+    elif more:
+        verdict = MORE_DIVERGED
     elif vs_control.n < 2:
-        verdict = INCOMPLETE
+        verdict = FEWER_DIVERGED if fewer else INCOMPLETE
     elif vs_control.excludes_zero_below():
         verdict = HURT
     else:
@@ -99,23 +124,26 @@ def decide(name: str, treatment: Arm, control: Arm, random: Arm | None, confiden
         verdict = {(True, True): HELPED, (True, False): GAIN_UNRESOLVED, (False, True): RESOLVED_NO_GAIN,
                    (False, False): NO_EFFECT}[gain, resolved]
     vals = [v for v in treatment.knn.values() if math.isfinite(v)]
-    return Verdict(name, vs_control, vs_random, rate, verdict, len(treatment.knn), treatment.steps,
-                   round(treatment.seconds, 1), treatment.failed, sum(vals) / len(vals) if vals else float("nan"))
+    return Verdict(name, vs_control, vs_random, rate, verdict, treatment.seeds, treatment.steps,
+                   round(treatment.seconds, 1), treatment.failed, sum(vals) / len(vals) if vals else float("nan"),
+                   treatment.diverged_text())
 
 
 def table(verdicts: list[Verdict], control: Arm, random: Arm | None) -> list[dict]:
     """Rows for markdown/HTML/terminal tables, best first."""
-    order = {HELPED: 0, GAIN_UNRESOLVED: 1, RESOLVED_NO_GAIN: 2, NO_EFFECT: 3, HURT: 4, INCOMPLETE: 5, SCREENED: 6}
-    rows = [{"intervention": "control (no patch)", "seeds": len(control.knn), "resolved": _rate(control.resolved_rate),
-             "kNN": _mean(control.knn), "vs control": "", "vs random": "", "verdict": "", "steps": control.steps,
-             "seconds": round(control.seconds, 1)}]
+    order = {HELPED: 0, FEWER_DIVERGED: 1, GAIN_UNRESOLVED: 2, RESOLVED_NO_GAIN: 3, NO_EFFECT: 4, HURT: 5,
+             MORE_DIVERGED: 6, INCOMPLETE: 7, SCREENED: 8}
+    rows = [{"intervention": "control (no patch)", "seeds": control.seeds, "resolved": _rate(control.resolved_rate),
+             "diverged": control.diverged_text(), "kNN": _mean(control.knn), "vs control": "", "vs random": "",
+             "verdict": "", "steps": control.steps, "seconds": round(control.seconds, 1)}]
     if random is not None:
-        rows.append({"intervention": "random patch", "seeds": len(random.knn), "resolved": _rate(random.resolved_rate),
-                     "kNN": _mean(random.knn), "vs control": str(paired_interval(random.knn, control.knn)),
-                     "vs random": "", "verdict": "", "steps": random.steps, "seconds": round(random.seconds, 1)})
+        rows.append({"intervention": "random patch", "seeds": random.seeds, "resolved": _rate(random.resolved_rate),
+                     "diverged": random.diverged_text(), "kNN": _mean(random.knn),
+                     "vs control": str(paired_interval(random.knn, control.knn)), "vs random": "", "verdict": "",
+                     "steps": random.steps, "seconds": round(random.seconds, 1)})
     for v in sorted(verdicts, key=lambda v: (order[v.verdict], -(v.vs_control.mean if math.isfinite(v.vs_control.mean) else -9))):
         rows.append({"intervention": v.intervention, "seeds": v.n_seeds, "resolved": _rate(v.resolved_rate),
-                     "kNN": f"{v.knn:.3f}" if math.isfinite(v.knn) else "n/a", "vs control": str(v.vs_control), "vs random": str(v.vs_random),
+                     "diverged": v.diverged, "kNN": f"{v.knn:.3f}" if math.isfinite(v.knn) else "n/a", "vs control": str(v.vs_control), "vs random": str(v.vs_random),
                      "verdict": v.verdict + (f" ({v.failed} failed)" if v.failed else ""), "steps": v.steps,
                      "seconds": v.seconds})
     return rows
@@ -165,6 +193,11 @@ def arms_from_trials(trials) -> tuple[Arm, Arm, dict[str, Arm]]:
         if t.state == TrialState.COMPLETE:
             arm.knn[seed] = t.value
             arm.resolved[seed] = bool(ua.get("resolved"))
+            arm.steps += int(ua.get("steps") or 0)
+            arm.seconds += float(ua.get("seconds") or 0)
+        elif t.state == TrialState.FAIL and ua.get("outcome") == DIVERGED:
+            arm.diverged.add(seed)
+            arm.resolved[seed] = False
             arm.steps += int(ua.get("steps") or 0)
             arm.seconds += float(ua.get("seconds") or 0)
         elif t.state == TrialState.FAIL and "requeued" not in str(ua.get("fail_reason", "")):

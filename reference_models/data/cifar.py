@@ -11,6 +11,7 @@ import torch
 from .assemble import as_labels, finalize
 from .base import DatasetError, ImageDataset
 from .download import extract, fetch
+from .safe_pickle import RefusedGlobal, load_batch
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class _Layout:
     folder: str  # folder inside the archive
     archive: str
     url: str
+    md5: str  # published on the CIFAR page; a download that differs is never extracted
     train_files: tuple[str, ...]
     val_files: tuple[str, ...]
     label_key: bytes
@@ -29,6 +31,7 @@ _LAYOUTS = {
         folder="cifar-10-batches-py",
         archive="cifar-10-python.tar.gz",
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
         val_files=("test_batch",),
         label_key=b"labels",
@@ -38,6 +41,7 @@ _LAYOUTS = {
         folder="cifar-100-python",
         archive="cifar-100-python.tar.gz",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
         train_files=("train",),
         val_files=("test",),
         label_key=b"fine_labels",  # the 100-class labels, not the 20 coarse ones
@@ -73,7 +77,7 @@ def _find(name: str, path: str | None, download: bool) -> Path:
             raise DatasetError(
                 f"{name}: no '{lay.folder}' under {root} (set data.path to a folder holding it, or data.download=true)"
             )
-        fetch(name, lay.url, archive)
+        fetch(name, lay.url, archive, md5=lay.md5)
     # An archive placed by hand is used as well as a downloaded one.
     extract(name, archive, root)
     if not _complete(root / lay.folder, lay):
@@ -86,11 +90,15 @@ def _read_batches(name: str, folder: Path, files: tuple[str, ...], label_key: by
     for f in files:
         try:
             with open(folder / f, "rb") as fh:
-                # The archives were pickled by Python 2; bytes keys keep them loadable as-is.
-                batch = pickle.load(fh, encoding="bytes")
+                # Never plain pickle.load: a file under data.path could name os.system as a "class" to rebuild.
+                batch = load_batch(fh)
             data = np.asarray(batch[b"data"], dtype=np.uint8)
             labels = np.asarray(batch[label_key], dtype=np.int64)
-        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
+        except RefusedGlobal as exc:
+            raise DatasetError(
+                f"{name}: data.path: {folder / f} is not a CIFAR batch: it asks to load {exc.qualname}, which a CIFAR archive never holds"
+            ) from exc
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:
             raise DatasetError(f"{name}: cannot read {folder / f} as a CIFAR pickle batch ({exc!r})") from exc
         # Each row is 1024 red, then 1024 green, then 1024 blue values, row-major: already C x H x W.
         xs.append(data.reshape(-1, 3, 32, 32))
