@@ -28,6 +28,7 @@ class ChildRecord:
     value: float | None
     user_attrs: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    number: int = 0   # its trial's number: of two runs of one slot, the later one counts
 
 
 def _client(uri: str | None):
@@ -66,8 +67,10 @@ def children(client, parent) -> list[ChildRecord]:
               "resolved": t.get("autofix.resolved") == "true", "steps": int(float(t.get("autofix.steps", 0) or 0)),
               "seconds": float(t.get("autofix.seconds", 0) or 0), "symptom": t.get("autofix.symptom"),
               "catalog": t.get("autofix.catalog_ids", ""), "run_id": r.info.run_id, "outcome": t.get("autofix.outcome")}
+        if t.get("autofix.slot"):
+            ua["slot"] = t["autofix.slot"]
         out.append(ChildRecord(TrialState.COMPLETE if ok else TrialState.FAIL, knn, ua,
-                               {"intervention": t.get("autofix.intervention")}))
+                               {"intervention": t.get("autofix.intervention")}, int(t.get("autofix.trial", 0) or 0)))
     return out
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config.compose import compose, searchpath
 from ..config.convert import to_run_config
+from ..core import lifeline
 from ..run.assemble import assemble
 from ..run.trainer import Hook
 from .spec import ChildSpec, merge_overrides
@@ -102,24 +103,12 @@ class RunRecord(Hook):
 
 
 def _watch_parent() -> None:
-    """Local launchers set AUTOFIX_WATCH_PARENT to the orchestrator's pid: when it dies (even by kill -9)
-    the child ends too, instead of running on as an orphan the resumed study would not know about."""
-    pid = int(os.environ.get("AUTOFIX_WATCH_PARENT", "0") or 0)
-    if not pid:
-        return
-    import threading
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                os._exit(3)
-            except PermissionError:
-                pass
-
-    threading.Thread(target=watch, daemon=True).start()
+    """Local launchers set AUTOFIX_WATCH_PARENT to the orchestrator's identity (pid and start time): once it
+    is gone (even by kill -9, even while a zombie nobody reaped), the child ends too, instead of running on
+    as an orphan the resumed study would not know about."""
+    ident = os.environ.get("AUTOFIX_WATCH_PARENT", "")
+    if ident:
+        lifeline.watch(ident, lambda: os._exit(3))
 
 
 def run_child(spec_path: str) -> dict:
@@ -154,7 +143,6 @@ def run_child(spec_path: str) -> dict:
               "seconds": round(time.perf_counter() - started, 2), "run_id": summary["run_id"],
               "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),  # seconds: the last attempt's
               "fork": trainer.fork_info}
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
     if summary["run_id"]:  # what `autofix report` needs to judge this child from MLflow alone
         from mlflow.tracking import MlflowClient
 
@@ -162,6 +150,11 @@ def run_child(spec_path: str) -> dict:
         for k in ("resolved", "steps", "seconds"):
             client.set_tag(summary["run_id"], f"autofix.{k}", str(result[k]).lower())
         client.set_tag(summary["run_id"], "autofix.outcome", "diverged" if diverged else "trained")
+    # last, and whole or not at all: a result.json means the child's run is ended and tagged, so an
+    # orchestrator that resumes after a kill keeps it as it is
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(folder / "result.json")
     return result
 
 

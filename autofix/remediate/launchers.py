@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.remediation import LauncherConfig
+from ..core import lifeline
 from ..core.errors import ConfigError
 from .child import ChildTask
 from .child import main as child_main
@@ -28,6 +29,7 @@ class Job:
     handle: Any
     started: float = field(default_factory=time.monotonic)
     job_id: str = ""
+    process: str = ""   # lifeline identity of a child on this machine: what a resumed orchestrator ends
 
 
 class Launcher:
@@ -67,7 +69,7 @@ class Launcher:
         return [p for p in [job.spec.folder / "child.log"] if p.is_file()]
 
     def forget(self, job_id: str) -> None:
-        """A job an earlier (killed) orchestrator left behind; local children end with their parent."""
+        """A job an earlier (killed) orchestrator left behind, on a cluster (local ones: `lifeline.end`)."""
 
     def close(self) -> None:
         pass
@@ -78,7 +80,7 @@ def _child_env(threads: int, watch_parent: bool = True) -> dict[str, str]:
     # one BLAS/OpenMP pool per child: N children on N cores, not N x N threads
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     if watch_parent:  # only where the child shares the orchestrator's machine
-        env["AUTOFIX_WATCH_PARENT"] = str(os.getpid())
+        env["AUTOFIX_WATCH_PARENT"] = lifeline.identity()
     return env
 
 
@@ -107,7 +109,7 @@ class LocalLauncher(Launcher):
             proc = subprocess.Popen([sys.executable, "-m", "autofix.remediate.child", str(path)], stdout=log,
                                     stderr=subprocess.STDOUT, env=env)
             log.close()
-        return Job(spec, proc, job_id=str(proc.pid))
+        return Job(spec, proc, job_id=str(proc.pid), process=lifeline.identity(proc.pid))
 
     def poll(self, job: Job) -> str:
         code = job.handle.poll()
@@ -197,9 +199,13 @@ class SubmititLauncher(Launcher):
         path = spec.write()
         with _env(self._env()):  # submitit's executors pass the submitting environment on to the job
             job = self.executor.submit(ChildTask(str(path)))
-        return Job(spec, job, job_id=str(job.job_id))
+        # submitit's local executor runs the child as a process whose pid is the job id
+        process = lifeline.identity(int(job.job_id)) if self.cluster == "local" and str(job.job_id).isdigit() else ""
+        return Job(spec, job, job_id=str(job.job_id), process=process)
 
     def logs(self, job: Job) -> list[Path]:
+        if job.handle is None:   # a child a killed orchestrator left finished: its folder is all there is
+            return super().logs(job)
         paths = job.handle.paths
         return [p for p in (paths.stdout, paths.stderr, paths.submission_file) if p.is_file()]
 

@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from ..config.schema import RunConfig
+from ..core import lifeline
+from ..core.crashpoints import crash_point
 from ..core.errors import ConfigError
 from ..core.paths import conf_dir
 from ..core.progress import console
@@ -26,7 +28,7 @@ from ..run.tracking import default_uri
 from . import plan
 from . import verdict as V
 from .folder import study_name
-from .launchers import DONE, RUNNING, build_launcher
+from .launchers import DONE, FAILED, RUNNING, Job, build_launcher
 from .parent import fork_step
 from .spec import ChildSpec, merge_overrides
 from .study import open_study
@@ -34,6 +36,8 @@ from .verdict import RANDOM, TREATMENT, arms_from_trials
 
 # What a trial's reason says until its child ends: the reason it keeps if the orchestrator dies first.
 INTERRUPTED = "orchestrator interrupted; requeued"
+# What belongs to one attempt at a trial, not to the trial a requeued copy repeats.
+_PER_ATTEMPT = ("fail_reason", "job_id", "process", "launcher", "folder", "kept")
 
 
 def check_fork(ckpt: Path) -> None:
@@ -95,12 +99,18 @@ class Orchestrator:
                     if trial is None:
                         break
                     trial.set_user_attr("fail_reason", INTERRUPTED)   # replaced when the child ends
+                    if trial.user_attrs.get("kept"):   # its child finished before a kill: read, not rerun
+                        trial.set_user_attr("folder", trial.user_attrs["kept"])
+                        self._finish(study, trial, Job(ChildSpec.read(Path(trial.user_attrs["kept"]) / "spec.json"), None),
+                                     DONE, launcher)
+                        continue
                     spec = self._spec(trial, symptom, fork, ckpt, parent)
+                    trial.set_user_attr("folder", str(spec.folder))
                     job = launcher.submit(spec)
                     (spec.folder / "job.json").write_text(json.dumps({"launcher": self.cfg.launcher.name,
                                                                       "job_id": job.job_id, "trial": trial.number}))
-                    trial.set_user_attr("job_id", job.job_id)
-                    trial.set_user_attr("launcher", self.cfg.launcher.name)
+                    for k, v in (("job_id", job.job_id), ("process", job.process), ("launcher", self.cfg.launcher.name)):
+                        trial.set_user_attr(k, v)
                     running[trial.number] = (trial, job, -1)
                 if not running:
                     if study.user_attrs.get("promoted") is None:
@@ -126,18 +136,34 @@ class Orchestrator:
         finally:
             for trial, job, _ in running.values():  # an exception or Ctrl-C: no child left behind
                 launcher.cancel(job)
+                self._close_run(job.spec.folder, "KILLED")   # its trial stays RUNNING: the next run requeues it
             launcher.close()
         return self.verdicts(study)
 
     def _recover(self, study, launcher) -> None:
-        """Trials left RUNNING by a killed orchestrator failed; queue them again (same arm, params, seed).
-        Their jobs, if a cluster still runs them, are cancelled: the requeued trial starts afresh."""
+        """Trials a killed orchestrator left RUNNING end here. Their children, if still alive, are ended. A
+        child that wrote its result is kept: a copy of its trial reads that result instead of training
+        again. The others are queued again (same slot: arm, params, seed) and their MLflow runs marked
+        KILLED. The copy is queued before the old trial fails, and only while none is queued: a kill
+        between the two loses no trial and queues none twice."""
+        queued = {t.user_attrs.get("slot") for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("launcher") == self.cfg.launcher.name:
-                launcher.forget(str(t.user_attrs.get("job_id", "")))
-            # its fail_reason already reads INTERRUPTED: written when it was submitted
-            study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k != "fail_reason"})
+            ua = t.user_attrs
+            lifeline.end(str(ua.get("process", "")))
+            if ua.get("launcher") == self.cfg.launcher.name:
+                launcher.forget(str(ua.get("job_id", "")))
+            folder = Path(ua["folder"]) if ua.get("folder") else None
+            finished = folder is not None and (folder / "result.json").is_file()
+            if ua.get("slot") is None or ua["slot"] not in queued:
+                attrs = {k: v for k, v in ua.items() if k not in _PER_ATTEMPT}
+                if finished:
+                    attrs["kept"] = str(folder)
+                study.enqueue_trial(t.params, user_attrs=attrs)
+                queued.add(ua.get("slot"))
+            crash_point("requeue")
+            if folder is not None and not finished:
+                self._close_run(folder, "KILLED")
+            study.tell(t.number, state=TrialState.FAIL)   # its fail_reason reads INTERRUPTED since it was submitted
 
     def _next_trial(self, study, choices: list[str]):
         r = self.cfg.remediation
@@ -156,6 +182,7 @@ class Orchestrator:
             trial.set_user_attr("seed", 0)
             trial.set_user_attr("origin", "sampler")
             trial.set_user_attr("config", f"sampler-{trial.number}")
+            trial.set_user_attr("slot", plan.slot(TREATMENT, 0, f"sampler-{trial.number}"))
         if trial.user_attrs.get("role") == TREATMENT:  # sampler trials explore on seed 0: no verdict rests on them
             iid = trial.suggest_categorical("intervention", choices)
             trial.set_user_attr("params", self.registry[iid].suggest(trial))
@@ -186,7 +213,7 @@ class Orchestrator:
         catalog = sorted(links.load().for_intervention(iid)) if iid else []
         tags = {"autofix.role": role, "autofix.symptom": symptom, "autofix.intervention": iid or "",
                 "autofix.fork_step": str(fork), "autofix.seed": str(seed), "autofix.trial": str(trial.number),
-                "autofix.origin": ua.get("origin", ""),
+                "autofix.origin": ua.get("origin", ""), "autofix.slot": ua.get("slot", ""),
                 "autofix.patch": " ".join(patch), "autofix.catalog_ids": ",".join(map(str, catalog))[:4900]}
         return ChildSpec(trial.number, role, seed, symptom, self.experiment,
                          merge_overrides(self.parent_overrides, patch, child), str(folder), iid, params, patch,
@@ -218,7 +245,11 @@ class Orchestrator:
 
     def _finish(self, study, trial, job, state: str, launcher) -> None:
         name = f"trial {trial.number} ({trial.user_attrs['role']}, {job.spec.intervention or '-'}, seed {job.spec.seed})"
+        if state == DONE:
+            crash_point("result")   # the child has written its result; the study does not hold it yet
         self._attach_logs(job, launcher)
+        if state != DONE:   # killed, pruned or crashed without ending its MLflow run itself
+            self._close_run(job.spec.folder, "FAILED" if state == FAILED else "KILLED")
         if state == DONE:
             res = json.loads((job.spec.folder / "result.json").read_text())
             for k in ("resolved", "severity", "steps", "seconds", "run_id"):
@@ -252,22 +283,38 @@ class Orchestrator:
         study.tell(trial, state=TrialState.FAIL)
         console.print(f"  [red]{name}: failed[/]: {reason}")
 
-    def _attach_logs(self, job, launcher) -> None:
-        """The child's logs (and submitit's files) become artifacts of its MLflow run, found through the
-        run.json the child writes as soon as its run exists."""
-        record = job.spec.folder / "run.json"
+    def _child_run(self, folder: Path):
+        """(MLflow client, run id) of the child in `folder`, from the run.json it writes as soon as its run
+        exists; None without tracking or before that."""
+        record = folder / "run.json"
         if not self.cfg.tracking.enabled or not record.is_file():
-            return
+            return None
+        info = json.loads(record.read_text())
+        return MlflowClient(info.get("tracking_uri") or self.tracking_uri()), info["run_id"]
+
+    def _attach_logs(self, job, launcher) -> None:
+        """The child's logs (and submitit's files) become artifacts of its MLflow run."""
         try:
-            info = json.loads(record.read_text())
-            client = MlflowClient(info.get("tracking_uri") or self.tracking_uri())
+            run = self._child_run(job.spec.folder)
+            if run is None:
+                return
+            client, run_id = run
             for path in launcher.logs(job):
-                client.log_artifact(info["run_id"], str(path), "logs")
+                client.log_artifact(run_id, str(path), "logs")
             for extra in ("spec.json", "preemptions.jsonl"):
                 if (job.spec.folder / extra).is_file():
-                    client.log_artifact(info["run_id"], str(job.spec.folder / extra), "logs")
+                    client.log_artifact(run_id, str(job.spec.folder / extra), "logs")
         except Exception as e:  # logs are a convenience: never let them fail the study
             console.print(f"[yellow]  could not attach logs of trial {job.spec.trial}: {e}[/]")
+
+    def _close_run(self, folder: Path, status: str) -> None:
+        """End the MLflow run of a child that cannot end it itself (killed); one already ended stays as it is."""
+        try:
+            run = self._child_run(folder)
+            if run is not None and run[0].get_run(run[1]).info.status == "RUNNING":
+                run[0].set_terminated(run[1], status)
+        except Exception as e:
+            console.print(f"[yellow]  could not mark the MLflow run in {folder} {status}: {e}[/]")
 
     # verdicts --------------------------------------------------------------------------------------
     def verdicts(self, study) -> list[V.Verdict]:

@@ -9,6 +9,7 @@ import random as pyrandom
 from optuna.trial import TrialState
 
 from ..config.schema import RunConfig
+from ..core.crashpoints import crash_point
 from ..core.errors import ConfigError
 from ..core.progress import console
 from ..knowledge import interventions
@@ -77,6 +78,22 @@ def draw_random_patch(pool: list[Intervention], config: dict, seed: int) -> tupl
     raise ConfigError(f"the random arm: no draw of {', '.join(i.id for i in pool)} changes this config")
 
 
+def slot(role: str, seed: int, config: str = "") -> str:
+    """What one planned trial is for: an arm or a configuration on a seed. A trial requeued after a crash
+    keeps its slot, so every slot is counted once however often the orchestrator was killed."""
+    return f"{config or role}/s{seed}"
+
+
+def enqueue_missing(study, items: list[tuple[dict, dict]], point: str) -> None:
+    """Enqueue (params, user_attrs) items whose slot the study does not hold yet: planning again after a
+    kill midway adds what is missing and nothing twice. `point`: the crash point inside that window."""
+    have = {t.user_attrs.get("slot") for t in study.get_trials(deepcopy=False)}
+    for i, (params, attrs) in enumerate(it for it in items if it[1]["slot"] not in have):
+        study.enqueue_trial(params, user_attrs=attrs)
+        if i == 0:
+            crash_point(point)
+
+
 def enqueue_plan(study, cfg: RunConfig, cands: list[Intervention], noops: list[Intervention],
                  pool: list[Intervention], fork: int, config: dict) -> None:
     """The control and random arms on every seed, and every candidate once at its defaults on seed 0
@@ -85,38 +102,45 @@ def enqueue_plan(study, cfg: RunConfig, cands: list[Intervention], noops: list[I
     iv, drawn = draw_random_patch(pool, config, r.seed)
     if r.random_arm:
         console.print(f"  random patch: {iv.id} {drawn}")
+    items = []
     for s in range(r.seeds):
-        study.enqueue_trial({}, user_attrs={"role": CONTROL, "seed": s, "origin": "arm"})
+        items.append(({}, {"role": CONTROL, "seed": s, "origin": "arm", "slot": slot(CONTROL, s)}))
         if r.random_arm:
-            study.enqueue_trial({}, user_attrs={"role": RANDOM, "seed": s, "origin": "arm",
-                                                "random_intervention": iv.id, "random_params": drawn})
-    for c in cands:
-        study.enqueue_trial(fixed(c), user_attrs={"role": TREATMENT, "seed": 0, "origin": "default",
-                                                  "config": f"{c.id}:default"})
+            items.append(({}, {"role": RANDOM, "seed": s, "origin": "arm", "slot": slot(RANDOM, s),
+                               "random_intervention": iv.id, "random_params": drawn}))
+    items += [_default(c, 0) for c in cands]
+    enqueue_missing(study, items, "plan")
     study.set_user_attr("noops", [c.id for c in noops])
-    study.set_user_attr("planned", True)
     study.set_user_attr("fork_step", fork)
+    study.set_user_attr("planned", True)   # last: until it is set, a rerun plans again (what is missing)
+
+
+def _default(iv: Intervention, seed: int) -> tuple[dict, dict]:
+    config = f"{iv.id}:default"
+    return fixed(iv), {"role": TREATMENT, "seed": seed, "origin": "default", "config": config,
+                       "slot": slot(TREATMENT, seed, config)}
 
 
 def promote(study, cfg: RunConfig, registry: dict[str, Intervention]) -> bool:
     """Racing: once every candidate has run at its defaults on seed 0, the `promote` best (resolved
     first, then kNN) run on the remaining seeds and get a verdict; the others are screened out.
-    Returns True while the screening round is still running."""
+    Returns True while the screening round is still running. The ranking is a function of the finished
+    screening round, so promoting again after a kill midway chooses the same and adds only what is missing."""
     r = cfg.remediation
     if study.user_attrs.get("promoted") is not None:
         return False
-    first = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("origin") == "default"]
+    first = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("origin") == "default"
+             and int(t.user_attrs.get("seed", 0)) == 0]
     if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in first):
         return True
     done = [t for t in first if t.state == TrialState.COMPLETE]
-    ranked = sorted(done, key=lambda t: (bool(t.user_attrs.get("resolved")), t.value), reverse=True)
+    ranked = sorted(done, key=lambda t: (bool(t.user_attrs.get("resolved")), t.value, t.params["intervention"]),
+                    reverse=True)
     chosen = promotion([t.params["intervention"] for t in ranked], r.promote,
                        {iid: iv.family for iid, iv in registry.items()} if r.promote_diverse else None)
-    for iid in chosen:
-        for s in range(1, r.seeds):
-            study.enqueue_trial(fixed(registry[iid]), user_attrs={"role": TREATMENT, "seed": s, "origin": "default",
-                                                                  "config": f"{iid}:default"})
-    study.set_user_attr("promoted", chosen)
+    items = [_default(registry[iid], s) for iid in chosen for s in range(1, r.seeds)]
+    enqueue_missing(study, items, "promote")
+    study.set_user_attr("promoted", chosen)   # last, as for the plan
     if chosen:
         console.print(f"  promoted to {r.seeds} seeds: {', '.join(chosen)}")
     return False

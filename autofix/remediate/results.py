@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..core.crashpoints import crash_point
 from ..core.progress import console
 from . import verdict as V
 from .verdict import CONTROL, RANDOM, TREATMENT, arms_from_trials
@@ -26,16 +27,25 @@ def write(folder: Path, symptom: str, study, verdicts: list[V.Verdict], parent: 
              "json": out / "verdicts.json"}
     noops = study.user_attrs.get("noops") or []
     skipped = f"Not tried, their patch is already in the parent's config: {', '.join(noops)}.\n\n" if noops else ""
-    files["md"].write_text(f"# {title}\n\n{V.markdown(rows)}\n\n{skipped}{_legend()}\n")
-    files["html"].write_text(V.html(rows, title))
-    study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration")).to_csv(files["csv"], index=False)
-    files["json"].write_text(json.dumps([_verdict_dict(v) for v in verdicts], indent=1))
+    _whole(files["md"], f"# {title}\n\n{V.markdown(rows)}\n\n{skipped}{_legend()}\n")
+    _whole(files["html"], V.html(rows, title))
+    crash_point("verdicts")   # half the files written: a rerun writes them all again, from the study
+    _whole(files["csv"], study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs",
+                                                       "duration")).to_csv(index=False))
+    _whole(files["json"], json.dumps([_verdict_dict(v) for v in verdicts], indent=1))
     files.update(plots(out, symptom, parent, trials))
     print_table(rows, title)
     parent_run = parent["summary"].get("run_id")
     if parent_run and tracking_uri:
         to_mlflow(tracking_uri, parent_run, symptom, verdicts, files, trials)
     return files
+
+
+def _whole(path: Path, text: str) -> None:
+    """Write all of `text` or leave what was there: a kill midway leaves no half table."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _legend() -> str:

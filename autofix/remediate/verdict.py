@@ -182,9 +182,16 @@ def arms_from_trials(trials) -> tuple[Arm, Arm, dict[str, Arm]]:
     (Optuna's FrozenTrial or anything with .state, .value, .user_attrs, .params)."""
     from optuna.trial import TrialState
 
+    trials = list(trials)
+    latest = {}   # slot -> its last trial: an earlier one was interrupted and requeued (or its result kept)
+    for t in trials:
+        if t.user_attrs.get("slot"):
+            latest[t.user_attrs["slot"]] = max(latest.get(t.user_attrs["slot"], -1), t.number)
     control, random, arms = Arm(), Arm(), {}
     for t in trials:
         ua = t.user_attrs
+        if ua.get("slot") and latest[ua["slot"]] != t.number:
+            continue
         role = ua.get("role")
         if role == TREATMENT and ua.get("origin") != "default":
             continue
