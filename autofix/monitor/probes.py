@@ -16,6 +16,12 @@ def extract_features(encode, images: torch.Tensor, normalize, batch_size: int = 
     return torch.cat(out)
 
 
+def pixels(x: torch.Tensor) -> torch.Tensor:
+    """The identity encoder: normalised pixels, flattened. Probed like an encoder, it is the baseline a
+    representation has to beat to have learned more than the pixels it starts from."""
+    return x.flatten(1)
+
+
 @torch.no_grad()
 def knn_accuracy(bank: torch.Tensor, bank_y: torch.Tensor, query: torch.Tensor, query_y: torch.Tensor,
                  k: int = 20, temperature: float = 0.07, num_classes: int | None = None,

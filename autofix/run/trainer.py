@@ -234,14 +234,15 @@ class Trainer:
 
     # ---- probes ---------------------------------------------------------------------------------
     def probe(self, linear: bool = False, max_train: int | None = None,
-              max_val: int | None = None) -> dict[str, float]:
+              max_val: int | None = None, encode=None) -> dict[str, float]:
         """kNN (and optionally linear) accuracy of the encoder on the validation split. `max_train` and
-        `max_val` cap the bank and the queries (the monitor's cheaper probes)."""
+        `max_val` cap the bank and the queries (the monitor's cheaper probes); `encode` replaces the
+        encoder (`pixels` gives the raw-pixel baseline under the same protocol)."""
         p = self.cfg.probe
         was_training = self.model.training
         self.model.eval()
         bank_x, bank_y, val_x, val_y = self.probe_split(max_train, max_val)
-        encode = self.model.encode
+        encode = encode or self.model.encode
         bank = extract_features(encode, bank_x.to(self.device), self.normalize, p.batch_size)
         query = extract_features(encode, val_x.to(self.device), self.normalize, p.batch_size)
         bank_y, val_y = bank_y.to(self.device), val_y.to(self.device)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numbers
 
-from . import cifar, digits, imagefolder, shapes
+from . import cifar, digits, imagefolder, scenes, shapes
 from .base import DatasetError, ImageDataset
 from .splits import check_cap, check_fraction
 
-DATASETS: tuple[str, ...] = ("digits", "shapes", "cifar10", "cifar100", "imagefolder")
+DATASETS: tuple[str, ...] = ("digits", "scenes", "shapes", "cifar10", "cifar100", "imagefolder")
 
 
 def load_dataset(
@@ -36,6 +36,8 @@ def load_dataset(
     check_cap(name, "n_val", n_val)
     if name == "digits":
         return digits.load(image_size=image_size, seed=seed, val_fraction=val_fraction, n_train=n_train, n_val=n_val)
+    if name == "scenes":
+        return scenes.load(image_size=image_size, seed=seed, n_train=n_train, n_val=n_val)
     if name == "shapes":
         return shapes.load(image_size=image_size, seed=seed, n_train=n_train, n_val=n_val)
     if name in ("cifar10", "cifar100"):
