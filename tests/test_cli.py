@@ -31,7 +31,7 @@ def one_error_line(result):
     ("trainer.max_steps=abc", "trainer.max_steps: Value 'abc'"),
     ("model.norm=batchy", "model.norm: 'batchy' is not valid; choose one of batch, layer, group, none"),
     ("optimizer.lr=-1", "optimizer.lr: -1.0 is out of range"),
-    ("data=mnist", "unknown data 'mnist'; valid: cifar10, cifar100, digits, imagefolder, shapes"),
+    ("data=mnist", "unknown data 'mnist'; valid: cifar10, cifar100, digits, imagefolder, scenes, shapes"),
     ("augment.crop_scale=[0.9,0.1]", "augment.crop_scale: [0.9, 0.1] must be two numbers [low, high]"),
     ("trainer.seed=[", "malformed override 'trainer.seed=['"),
     ("trainer.seed", "malformed override 'trainer.seed'"),
