@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
-import json
 import platform
-import subprocess
 import tempfile
 from pathlib import Path
 
+import records as store
 from scipy.stats import beta
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,21 +29,6 @@ METRIC = "health/encoder/displacement"
 SIZES = {"tests": ["trainer.max_steps=150", "data.n_train=256", "data.n_val=128", "trainer.batch_size=64",
                    "model.width=8", "monitor.knn_every=0", "trainer.log_every=5"],
          "default": ["monitor.knn_every=0"]}
-
-
-def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
-def load() -> list[dict]:
-    return json.loads(gzip.decompress(DATA.read_bytes())) if DATA.is_file() else []
-
-
-def save(records: list[dict]) -> None:
-    DATA.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DATA.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(json.dumps(records, indent=0).encode(), mtime=0))
-    tmp.replace(DATA)   # a run stopped mid-write leaves the last whole file
 
 
 def key(r: dict) -> tuple:
@@ -70,7 +53,7 @@ def train_one(size: str, method: str, fault: str, seed: int, threads: int) -> di
         trainer.fit()
     rows = [[r["step"], r[METRIC]] for r in trainer.history if METRIC in r]
     return {"size": size, "method": method, "fault": fault, "seed": seed, "threads": threads,
-            "max_steps": cfg.trainer.max_steps, "rows": rows, "commit": commit(),
+            "max_steps": cfg.trainer.max_steps, "rows": rows, "commit": store.commit(),
             "events": [[e.detector, e.step] for e in hooks[0].events], "torch": torch.__version__,
             "machine": platform.machine(), "date": dt.date.today().isoformat()}
 
@@ -143,7 +126,7 @@ def main() -> None:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--out", default=str(ROOT / "docs" / "displacement.md"))
     args = ap.parse_args()
-    records = load()
+    records = store.load(DATA)
     if args.train:
         done = {key(r) for r in records}
         for size in args.sizes:
@@ -154,7 +137,7 @@ def main() -> None:
                             if (size, method, fault, seed, threads) in done:
                                 continue
                             records.append(train_one(size, method, fault, seed, threads))
-                            save(records)
+                            store.save(DATA, records)
                             print(f"{size} {method} {fault} seed {seed} threads {threads}: done", flush=True)
     report(records, Path(args.out))
 

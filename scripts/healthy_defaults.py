@@ -17,33 +17,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
-import json
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import records as store
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data" / "healthy_defaults.json.gz"
 OUT = ROOT / "docs" / "healthy_defaults.md"
 BAR = {"pixels": 0.05, "init": 0.10, "wall_s": 180.0}
-
-
-def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
-def load() -> list[dict]:
-    return json.loads(gzip.decompress(DATA.read_bytes())) if DATA.is_file() else []
-
-
-def save(records: list[dict]) -> None:
-    DATA.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DATA.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(json.dumps(records, indent=0).encode(), mtime=0))
-    tmp.replace(DATA)   # a run stopped mid-write leaves the last whole file
 
 
 def key(r: dict) -> tuple:
@@ -71,7 +55,7 @@ def run_one(method: str, data: str, seed: int, overrides: list[str]) -> dict:
             "wall_s": round(wall, 1), "knn_init": s["knn_init"], "knn": s["knn"], "linear": s["linear"],
             "knn_pixels": px["probe/knn"], "linear_pixels": px["probe/linear"],
             "loss": s["loss_terms"].get("total", float("nan")), "threads": torch.get_num_threads(),
-            "commit": commit(), "torch": torch.__version__, "machine": platform.machine(),
+            "commit": store.commit(), "torch": torch.__version__, "machine": platform.machine(),
             "date": dt.date.today().isoformat()}
 
 
@@ -115,7 +99,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run (part of a record's key)")
     args = ap.parse_args()
-    records = load()
+    records = store.load(DATA)
     if args.train:
         done = {key(r) for r in records}
         for data in args.data:
@@ -125,7 +109,7 @@ def main() -> None:
                         continue
                     r = run_one(method, data, seed, list(args.overrides))
                     records.append(r)
-                    save(records)
+                    store.save(DATA, records)
                     print(f"{method:7s} {data:7s} s{seed} kNN pixels {r['knn_pixels']:.3f} init {r['knn_init']:.3f} -> "
                           f"{r['knn']:.3f}  linear {r['linear_pixels']:.3f} -> {r['linear']:.3f}  {r['wall_s']:.0f} s "
                           f"{'meets' if meets(r) else 'misses'}", flush=True)
