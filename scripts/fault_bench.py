@@ -1,40 +1,47 @@
-"""Run healthy defaults and induced faults with the health monitor, and tabulate detection.
+"""Train healthy runs and induced faults with the health monitor, and record every check, for detection's
+calibration and its held-out verdict (the seed plan: conf/monitor/_calibration.yaml).
 
-    python scripts/fault_bench.py --detect-only                 # the table in docs/detection.md
-    python scripts/fault_bench.py --detect-only --seeds 0 1 2 --faults dead_relu lr_tiny
-    python scripts/fault_bench.py --detect-only --dump runs.json   # every check's metrics, for calibration
-    python scripts/fault_bench.py --replay runs.json --seeds 100 2  # re-judge a dump with today's thresholds
+    python scripts/fault_bench.py --train --held-out             # the plan's held-out set (resumable)
+    python scripts/fault_bench.py --train --seeds 0 1            # calibration seeds: healthy defaults + faults
+    python scripts/fault_bench.py --train --seeds 0 --faults dead_relu --no-healthy
+    python scripts/fault_bench.py                                # docs/detection.md from the records alone
 
-Healthy runs: every method on every dataset (--data) for each seed (--seeds); faults: each
-conf/fault/*.yaml with the experiments it names, for each seed. Runs go to a pool of worker processes
-(one torch thread each). The table says, per fault, whether its expected symptom fired, at which
-step and share of the run, and what else fired; per healthy run, every alarm (a false alarm).
-Calibration seeds and table seeds are kept apart by the caller: pass --seeds.
+`--train` appends one record per run to docs/data/detection.json.gz (saved after each run: a stopped bench
+picks up where it left off; a run already recorded is not run again). A record keeps every monitor check's
+metrics, so `scripts/detection_table.py` (called at the end) re-judges them with today's thresholds
+without training. Runs go to a pool of worker processes, one torch thread each.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
-import statistics
+import platform
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
+import records as store
+
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "docs" / "data" / "detection.json.gz"
+METRIC_PREFIXES = ("health/", "grad/", "weights/", "act/", "bn/", "train/", "probe/", "knn/")
+
+
+def key(r: dict) -> tuple:
+    return r["method"], r["data"], r["seed"], r["fault"] or "", r["variant"] or ""
 
 
 def run_one(job: dict) -> dict:
-    """One run; a run that fails is a row saying why, not the end of the whole bench."""
+    """One run; a run that fails is a record saying why, not the end of the whole bench."""
     try:
         return _run_one(job)
-    except Exception as e:  # noqa: BLE001 - any failure of one run is reported in its row
-        return {**{k: job[k] for k in ("method", "data", "seed", "fault")}, "error": f"{type(e).__name__}: {e}",
-                "expects": [], "steps": 0, "max_steps": 1, "knn": float("nan"), "knn_init": float("nan"),
-                "events": [], "checks": []}
+    except Exception as e:  # noqa: BLE001 - any failure of one run is reported in its record
+        return {**job, "error": f"{type(e).__name__}: {e}", "expects": [], "steps": 0, "max_steps": 1,
+                "knn": float("nan"), "knn_init": float("nan"), "events": [], "checks": []}
 
 
 def _run_one(job: dict) -> dict:
@@ -43,164 +50,112 @@ def _run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from autofix.config.compose import compose
     from autofix.config.convert import to_run_config
+    from autofix.monitor.calibration import detector_set_hash
     from autofix.monitor.health import build_monitor
     from autofix.run.trainer import Trainer
 
-    overrides = [f"data={job['data']}", f"trainer.seed={job['seed']}", "tracking.enabled=false",
-                 "trainer.progress=false", "probe.linear=false", "trainer.ckpt_every=0",
-                 f"trainer.out_dir={job['out']}", *([f"fault={job['fault']}"] if job["fault"] else []),
-                 *job["overrides"]]
-    cfg = to_run_config(compose(job["method"], overrides))
-    hooks = build_monitor(cfg.monitor)
-    trainer = Trainer(cfg, job["out"], hooks=hooks)
-    summary = trainer.fit()
+    with tempfile.TemporaryDirectory() as out:
+        overrides = [f"data={job['data']}", f"trainer.seed={job['seed']}", "tracking.enabled=false",
+                     "trainer.progress=false", "probe.linear=false", "trainer.ckpt_every=0", f"trainer.out_dir={out}",
+                     *([f"fault={job['fault']}"] if job["fault"] else []), *job["overrides"]]
+        cfg = to_run_config(compose(job["method"], overrides))
+        hooks = build_monitor(cfg.monitor)
+        started = time.perf_counter()
+        trainer = Trainer(cfg, out, hooks=hooks)
+        summary = trainer.fit()
+        wall = time.perf_counter() - started
     events = [asdict(e) for e in hooks[0].events] if hooks else []
-    checks = [r for r in trainer.history if any(k.startswith(("health/", "grad/", "weights/", "act/", "bn/"))
-                                                 for k in r)]
-    return {**{k: job[k] for k in ("method", "data", "seed", "fault")}, "expects": list(cfg.fault.expects),
-            "steps": summary["steps"], "max_steps": cfg.trainer.max_steps, "knn": summary["knn"],
-            "knn_init": summary["knn_init"], "events": events, "checks": checks}
+    checks = [{k: v for k, v in r.items() if k == "step" or k.startswith(METRIC_PREFIXES)}
+              for r in trainer.history if any(k.startswith(METRIC_PREFIXES[:5]) for k in r)]
+    return {**job, "backbone": cfg.model.backbone, "expects": list(cfg.fault.expects), "steps": summary["steps"],
+            "max_steps": cfg.trainer.max_steps, "knn": summary["knn"], "knn_init": summary["knn_init"],
+            "events": events, "checks": checks, "detectors": detector_set_hash(cfg.monitor),
+            "wall_s": round(wall, 1), "commit": store.commit(), "torch": torch.__version__,
+            "machine": platform.machine(), "date": dt.date.today().isoformat()}
 
 
-def jobs_for(args) -> list[dict]:
+def resolve(overrides: list[str], method: str) -> list[str]:
+    """A variant's `key*factor` becomes `key=<the method's default x factor>` (width x2 for every backbone)."""
+    out = []
+    for o in overrides:
+        if "*" in o and "=" not in o:
+            from autofix.config.compose import compose
+
+            name, factor = o.split("*")
+            node = compose(method, [])
+            for part in name.split("."):
+                node = node[part]
+            o = f"{name}={type(node)(node * float(factor))}"
+        out.append(o)
+    return out
+
+
+def jobs_for(args, plan) -> list[dict]:
     import yaml
 
-    jobs, work = [], Path(args.workdir)
-    base = {"threads": args.threads, "overrides": args.overrides}
-    for seed in args.seeds:
-        if not args.faults_only:
-            for data in args.data:
-                for method in args.methods:
-                    jobs.append({**base, "method": method, "data": data, "seed": seed, "fault": None,
-                                 "out": str(work / f"healthy-{method}-{data}-{seed}")})
-        for path in sorted((ROOT / "conf" / "fault").glob("*.yaml")):
-            name = path.stem
-            if name == "none" or (args.faults and name not in args.faults):
-                continue
-            fault = yaml.safe_load(path.read_text()).get("fault", {})
-            for method in fault.get("methods", [])[:1] or ["vicreg"]:
-                jobs.append({**base, "method": method, "data": args.data[0], "seed": seed, "fault": name,
-                             "out": str(work / f"fault-{name}-{method}-{seed}")})
+    faults = {p.stem: yaml.safe_load(p.read_text()).get("fault", {}) for p in sorted((ROOT / "conf" / "fault").glob("*.yaml"))
+              if p.stem != "none" and (not args.faults or p.stem in args.faults)}
+    healthy = []
+    if args.held_out:
+        seeds = list(plan.held_out)
+        for i, seed in enumerate(seeds):
+            variants = {"": []} | (plan.variants if i < plan.variant_seeds else {})
+            healthy += [(m, seed, v, ov) for v, ov in variants.items() for m in args.methods]
+        fault_seeds = seeds[:plan.fault_seeds]
+    else:
+        healthy = [(m, s, "", []) for s in args.seeds for m in args.methods]
+        fault_seeds = args.seeds
+    base = {"threads": args.threads, "data": args.data}
+    jobs = []
+    if args.healthy:
+        for method, seed, variant, overrides in healthy:
+            ov = resolve(overrides, method) + list(args.overrides)
+            data = next((o.split("=", 1)[1] for o in ov if o.startswith("data=")), args.data)
+            jobs.append({**base, "method": method, "data": data, "seed": seed, "fault": None, "variant": variant or None,
+                         "overrides": [o for o in ov if not o.startswith("data=")], "role": plan.role(seed)})
+    for seed in fault_seeds:
+        for name, fault in faults.items():
+            for method in fault.get("methods") or ["vicreg"]:
+                jobs.append({**base, "method": method, "seed": seed, "fault": name, "variant": None,
+                             "overrides": list(args.overrides), "role": plan.role(seed)})
     return jobs
-
-
-def table(results: list[dict], args) -> str:
-    lines = ["# Detection", "",
-             f"Generated by `python scripts/fault_bench.py {' '.join(sys.argv[1:])}` on "
-             f"{dt.date.today().isoformat()}; do not edit by hand. Seeds {args.seeds}. Thresholds: "
-             "`conf/monitor/default.yaml`. A share is the step where the symptom fired over the run's length.",
-             "",
-             f"How the thresholds were set: calibration runs with seeds {args.calibration_seeds} (healthy "
-             "defaults of all four methods, and the faults; this script's `--dump`), then each threshold placed "
-             "with a margin from the healthy range, noted beside it in the YAML. The table below uses other "
-             "seeds, never used for calibration. Where a fault also fires other "
-             "symptoms, the column 'also fired' says so; most of those truly hold (a run at lr 50 also "
-             "collapses; a network whose ReLUs died also has weights that grew 4x).",
-             "", "## Faults", "",
-             "| fault | method | seed | expected | detected | at step | share | also fired | kNN |",
-             "|---|---|---:|---|---|---:|---:|---|---:|"]
-    shares, hits, total = [], 0, 0
-    for r in sorted((r for r in results if r["fault"]), key=lambda r: (r["fault"], r["seed"])):
-        if r.get("error"):
-            lines.append(f"| {r['fault']} | {r['method']} | {r['seed']} | - | **run failed** | - | - | "
-                         f"{r['error'][:120]} | - |")
-            continue
-        fired = {e["id"]: e for e in r["events"]}
-        for want in r["expects"]:
-            total += 1
-            ev = fired.get(want)
-            hits += ev is not None
-            share = ev["step"] / r["max_steps"] if ev else None
-            if share is not None:
-                shares.append(share)
-            others = ", ".join(f"{k}@{v['step']}" for k, v in fired.items() if k != want) or "-"
-            lines.append(f"| {r['fault']} | {r['method']} | {r['seed']} | {want} | {'yes' if ev else '**no**'} | "
-                         f"{ev['step'] if ev else '-'} | {f'{share:.0%}' if ev else '-'} | {others} | "
-                         f"{r['knn']:.3f} |")
-    healthy = [r for r in results if not r["fault"]]
-    alarms = sum(len(r["events"]) for r in healthy)
-    lines += ["", "## Healthy runs", "", "| method | data | seed | alarms | kNN init -> trained |", "|---|---|---:|---|---|"]
-    for r in sorted(healthy, key=lambda r: (r["method"], r["data"], r["seed"])):
-        al = f"**run failed**: {r['error'][:120]}" if r.get("error") else \
-            ", ".join(f"{e['id']}@{e['step']}" for e in r["events"]) or "none"
-        lines.append(f"| {r['method']} | {r['data']} | {r['seed']} | {al} | {r['knn_init']:.3f} -> {r['knn']:.3f} |")
-    median = f"{statistics.median(shares):.0%}" if shares else "-"
-    lines += ["", "## Summary", "",
-              f"- faults detected as their expected symptom: {hits}/{total}",
-              f"- median detection time: {median} of the run",
-              f"- false alarms on healthy runs: {alarms} over {len(healthy)} runs"]
-    notes = ROOT / "docs" / "detection_notes.md"  # what the numbers do not say by themselves
-    if notes.is_file():
-        lines += ["", notes.read_text().strip()]
-    return "\n".join(lines) + "\n"
-
-
-def replay(results: list[dict]) -> list[dict]:
-    """Run the detectors of the current conf/monitor/default.yaml over each run's recorded checks: a
-    threshold change is re-judged on the same metric histories, without training again."""
-    from dataclasses import asdict
-
-    from autofix.config.compose import compose
-    from autofix.config.convert import to_run_config
-    from autofix.knowledge.links import catalog_ids
-    from autofix.monitor.detectors import Detector
-
-    ids = catalog_ids()
-    monitors = {}
-    for r in results:
-        if r["method"] not in monitors:
-            cfg = to_run_config(compose(r["method"], []))
-            monitors[r["method"]] = cfg.monitor, cfg.model.backbone   # the method's default backbone
-        monitor, backbone = monitors[r["method"]]
-        dets = [Detector(n, d, ids.get(d.symptom, [])) for n, d in monitor.detectors.items()
-                if d.symptom and Detector(n, d).applies_to(r["method"], backbone)]
-        events = []
-        for row in r["checks"]:
-            for det in dets:
-                ev = det.check(int(row["step"]), row, row["step"] / r["max_steps"])
-                if ev is not None:
-                    events.append(asdict(ev))
-        r["events"] = events
-    return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--detect-only", action="store_true", help="detection only (the remediation loop comes later)")
+    ap.add_argument("--train", action="store_true", help="run what is not recorded yet, then write the page")
+    ap.add_argument("--held-out", action="store_true", help="the plan's held-out seeds, variants and fault seeds")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--methods", nargs="+", default=["simclr", "byol", "vicreg", "mae"])
-    ap.add_argument("--data", nargs="+", default=["digits"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[100])
+    ap.add_argument("--data", default="scenes", help="the data healthy runs and faults train on")
     ap.add_argument("--faults", nargs="*", default=None, help="only these faults")
-    ap.add_argument("--faults-only", action="store_true")
+    ap.add_argument("--no-healthy", dest="healthy", action="store_false", help="faults only")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    ap.add_argument("--calibration-seeds", default="0, 1, 2 and 3",
-                    help="the seeds the thresholds were set on, as the table's header states them")
-    ap.add_argument("--dump", help="write every run's checks and events as JSON here")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "detection.md"))
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--replay", help="a --dump file to re-judge with the current thresholds (no training)")
-    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    ap.add_argument("--records", type=Path, default=DATA, help="the record file (a smoke test's own, say)")
+    ap.add_argument("--page", type=Path, default=None, help="where the page goes (default docs/detection.md)")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every run (part of no key: use with care)")
     args = ap.parse_args()
-    if args.replay:
-        results = [r for r in replay(json.loads(Path(args.replay).read_text())) if r["seed"] in args.seeds]
-        Path(args.out).write_text(table(results, args))
-        print(f"re-judged {len(results)} runs from {args.replay}; wrote {args.out}")
-        return
-    args.workdir = args.workdir or tempfile.mkdtemp(prefix="fault_bench_")
-    jobs = jobs_for(args)
-    print(f"{len(jobs)} runs on {args.workers} workers", flush=True)
-    results = []
-    with mp.get_context("spawn").Pool(args.workers) as pool:
-        for r in pool.imap_unordered(run_one, jobs):
-            results.append(r)
-            fired = r.get("error") or ", ".join(f"{e['id']}@{e['step']}" for e in r["events"]) or "none"
-            print(f"{r['fault'] or 'healthy':24s} {r['method']:7s} {r['data']:7s} seed {r['seed']}: {fired}",
-                  flush=True)
-            if args.dump:  # after every run: a bench stopped half-way keeps what it measured
-                Path(args.dump).write_text(json.dumps(results, default=float))
-    Path(args.out).write_text(table(results, args))
-    print(f"wrote {args.out}")
+    sys.path.insert(0, str(ROOT))
+    from autofix.monitor.calibration import load_plan
+
+    plan = load_plan()
+    records = store.load(args.records)
+    if args.train:
+        done = {key(r) for r in records if not r.get("error")}
+        jobs = [j for j in jobs_for(args, plan) if key(j) not in done]
+        print(f"{len(jobs)} runs to make on {args.workers} workers ({len(records)} recorded)", flush=True)
+        records = [r for r in records if key(r) not in {key(j) for j in jobs}]   # a failed run is retried
+        with mp.get_context("spawn").Pool(args.workers) as pool:
+            for r in pool.imap_unordered(run_one, jobs):
+                records.append(r)
+                store.save(args.records, records)
+                fired = r.get("error") or ", ".join(f"{e['id']}@{e['step']}" for e in r["events"]) or "none"
+                print(f"{r['fault'] or 'healthy':24s} {r['variant'] or '':12s} {r['method']:7s} {r['data']:7s} "
+                      f"seed {r['seed']} ({r['role']}): {fired}", flush=True)
+    import detection_table
+
+    detection_table.write(records, plan, *([args.page] if args.page else []))
 
 
 if __name__ == "__main__":

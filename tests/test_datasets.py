@@ -133,6 +133,48 @@ def test_shapes_raw_pixel_knn_is_weak():
     assert acc > 1.0 / ds.num_classes - 0.05  # sanity: labels are not scrambled into noise below chance
 
 
+# ---------------------------------------------------------------- scenes
+
+
+def test_scenes_deterministic_balanced_with_factors():
+    a = load_dataset("scenes", n_train=400, n_val=200, seed=0)
+    b = load_dataset("scenes", n_train=400, n_val=200, seed=0)
+    c = load_dataset("scenes", n_train=400, n_val=200, seed=1)
+    _check_common(a)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_x, b.val_x) and torch.equal(a.val_y, b.val_y)
+    assert not torch.equal(a.train_x, c.train_x)
+    assert a.num_classes == 10
+    for y, n in ((a.train_y, 400), (a.val_y, 200)):          # balanced: every class n / 10 times
+        assert torch.bincount(y, minlength=10).tolist() == [n // 10] * 10
+    from reference_models.data import scenes
+
+    for split, n in (("train", 400), ("val", 200)):
+        pos, size = a.factors[f"{split}/position"], a.factors[f"{split}/size"]
+        assert pos.shape == (n, 2) and size.shape == (n,) and a.factors[f"{split}/rotation"].shape == (n,)
+        lo, hi = scenes.SCALE_RANGE
+        assert float(size.min()) >= lo and float(size.max()) <= hi
+        assert bool((pos.abs() <= (1 - size)[:, None] + 1e-6).all())   # the digit stays inside the frame
+        assert float(pos.std()) > 0.1                                    # and it moves
+
+
+def test_scenes_validation_digits_are_other_images_than_training_ones():
+    from sklearn.datasets import load_digits
+
+    from reference_models.data.splits import stratified_split
+
+    labels = load_digits().target
+    tr, va = stratified_split("scenes", labels, 0.2, 0)
+    assert not set(tr.tolist()) & set(va.tolist()) and len(tr) + len(va) == len(labels)
+
+
+def test_scenes_hide_the_class_from_raw_pixels():
+    """Pixels' kNN on the scenes is far below the centred digits': the placement is the nuisance."""
+    scenes_acc = _raw_knn(load_dataset("scenes", n_train=2000, n_val=500, seed=0))
+    digits_acc = _raw_knn(load_dataset("digits", seed=0))
+    assert digits_acc > 0.9 and scenes_acc < digits_acc - 0.2, (scenes_acc, digits_acc)
+    assert scenes_acc > 0.15        # still above chance: the class is there to be learned
+
+
 # ---------------------------------------------------------------- cifar
 
 
