@@ -113,7 +113,7 @@ def jobs_for(args, plan) -> list[dict]:
             data = next((o.split("=", 1)[1] for o in ov if o.startswith("data=")), args.data)
             jobs.append({**base, "method": method, "data": data, "seed": seed, "fault": None, "variant": variant or None,
                          "overrides": [o for o in ov if not o.startswith("data=")], "role": plan.role(seed)})
-    for seed in fault_seeds:
+    for seed in fault_seeds if args.with_faults else []:
         for name, fault in faults.items():
             for method in fault.get("methods") or ["vicreg"]:
                 jobs.append({**base, "method": method, "seed": seed, "fault": name, "variant": None,
@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--data", default="scenes", help="the data healthy runs and faults train on")
     ap.add_argument("--faults", nargs="*", default=None, help="only these faults")
     ap.add_argument("--no-healthy", dest="healthy", action="store_false", help="faults only")
+    ap.add_argument("--no-faults", dest="with_faults", action="store_false", help="healthy runs only")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--records", type=Path, default=DATA, help="the record file (a smoke test's own, say)")
