@@ -93,6 +93,8 @@ def resolve(overrides: list[str], method: str) -> list[str]:
 def jobs_for(args, plan) -> list[dict]:
     import yaml
 
+    from autofix.config.compose import compose
+
     faults = {p.stem: yaml.safe_load(p.read_text()).get("fault", {}) for p in sorted((ROOT / "conf" / "fault").glob("*.yaml"))
               if p.stem != "none" and (not args.faults or p.stem in args.faults)}
     healthy = []
@@ -105,18 +107,21 @@ def jobs_for(args, plan) -> list[dict]:
     else:
         healthy = [(m, s, "", []) for s in args.seeds for m in args.methods]
         fault_seeds = args.seeds
-    base = {"threads": args.threads, "data": args.data}
+    own = {m: compose(m, []).data.name for m in {*args.methods, *(m for f in faults.values() for m in f.get("methods", []))}}
+    base = {"threads": args.threads}
     jobs = []
     if args.healthy:
         for method, seed, variant, overrides in healthy:
             ov = resolve(overrides, method) + list(args.overrides)
-            data = next((o.split("=", 1)[1] for o in ov if o.startswith("data=")), args.data)
+            data = next((o.split("=", 1)[1] for o in ov if o.startswith("data=")), args.data or own[method])
+            if any(o.startswith("data=") for o in ov) and data == own[method]:   # a second dataset that is its first
+                data = plan.second_data_for.get(data, data)
             jobs.append({**base, "method": method, "data": data, "seed": seed, "fault": None, "variant": variant or None,
                          "overrides": [o for o in ov if not o.startswith("data=")], "role": plan.role(seed)})
     for seed in fault_seeds if args.with_faults else []:
         for name, fault in faults.items():
             for method in fault.get("methods") or ["vicreg"]:
-                jobs.append({**base, "method": method, "seed": seed, "fault": name, "variant": None,
+                jobs.append({**base, "method": method, "data": args.data or own[method], "seed": seed, "fault": name, "variant": None,
                              "overrides": list(args.overrides), "role": plan.role(seed)})
     return jobs
 
@@ -127,7 +132,7 @@ def main() -> None:
     ap.add_argument("--held-out", action="store_true", help="the plan's held-out seeds, variants and fault seeds")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--methods", nargs="+", default=["simclr", "byol", "vicreg", "mae"])
-    ap.add_argument("--data", default="scenes", help="the data healthy runs and faults train on")
+    ap.add_argument("--data", default=None, help="the data every run trains on (default: each method's own)")
     ap.add_argument("--faults", nargs="*", default=None, help="only these faults")
     ap.add_argument("--no-healthy", dest="healthy", action="store_false", help="faults only")
     ap.add_argument("--no-faults", dest="with_faults", action="store_false", help="healthy runs only")

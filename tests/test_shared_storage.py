@@ -14,7 +14,7 @@ from autofix.remediate.folder import study_name
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["conf=vicreg", "fault=vicreg_invariance_only", "remediation=ci", "remediation.candidates=[vicreg_variance_weight]",
+ARGS = ["conf=vicreg", "data=digits", "trainer.max_steps=300", "fault=vicreg_invariance_only", "remediation=ci", "remediation.candidates=[vicreg_variance_weight]",
         "remediation.random_arm=false", "remediation.seeds=2", "model.width=16", "data.image_size=16",
         "trainer.progress=false", "trainer.batch_size=64", "data.n_train=768", "data.n_val=256", "launcher.max_parallel=2"]
 SYMPTOM = "complete_collapse"

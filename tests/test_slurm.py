@@ -58,7 +58,8 @@ def test_remediation_runs_its_children_as_slurm_jobs(tmp_path, cluster):
     goes on to replicate the other candidate, which ends the collapse."""
     import optuna
 
-    cmd = [sys.executable, "-m", "autofix", "run", "conf=vicreg", "fault=vicreg_invariance_only",
+    cmd = [sys.executable, "-m", "autofix", "run", "conf=vicreg", "data=digits", "trainer.max_steps=300",
+           "fault=vicreg_invariance_only",
            "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation=ci", "remediation.random_arm=false", "remediation.seeds=2", "model.width=16",
            "launcher=slurm",
            "launcher.max_parallel=2", "launcher.poll_s=0.5", "launcher.mem_gb=2",

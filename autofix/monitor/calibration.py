@@ -31,6 +31,7 @@ class SeedPlan:
     variants: dict = field(default_factory=dict)     # name -> Hydra overrides
     fault_seeds: int = 3
     targets: dict = field(default_factory=dict)
+    second_data_for: dict = field(default_factory=dict)   # a variant's data when it is the method's own
 
     def role(self, seed: int) -> str:
         """'calibration', 'held_out', or 'unplanned' (a seed the plan does not name: it judges nothing)."""
@@ -48,7 +49,8 @@ def load_plan(path: Path | None = None) -> SeedPlan:
         raise ConfigError(f"{path}: burned seeds {sorted(set(burned) - set(cal))} must be listed under calibration")
     return SeedPlan(cal, held, burned, int(raw.get("reserve_from", 0)), int(raw.get("variant_seeds", 2)),
                     {str(k): list(v) for k, v in (raw.get("variants") or {}).items()},
-                    int(raw.get("fault_seeds", 3)), dict(raw.get("targets") or {}))
+                    int(raw.get("fault_seeds", 3)), dict(raw.get("targets") or {}),
+                    {str(k): str(v) for k, v in (raw.get("second_data_for") or {}).items()})
 
 
 def detector_set_hash(monitor: MonitorConfig) -> str:
