@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 # 2 candidates, 2 seeds, control and random arms: 4 arm trials and 2 screening trials in the plan, one
 # promoted to seed 1 (a promotion window to kill in); a small model, since it is about bookkeeping
-ARGS = ["conf=vicreg", "data=digits", "trainer.max_steps=300", "fault=vicreg_invariance_only", "remediation=ci",
+ARGS = ["conf=vicreg", "data=digits", "trainer.max_steps=300",
+        "model.projector.hidden_dim=512", "model.projector.out_dim=128", "model.projector.depth=2", "fault=vicreg_invariance_only", "remediation=ci",
         "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation.seeds=2",
         "remediation.random_intervention=weight_reparametrization", "model.width=16", "data.image_size=16",
         "trainer.progress=false", "trainer.batch_size=64", "data.n_train=768", "data.n_val=256",

@@ -22,6 +22,9 @@ SMALL_IMAGES = "data.image_size=16"
 # The scenarios below were set up on digits at 300 steps, before simclr and vicreg moved to scenes at 500: they
 # test the loop's decisions at CI's cost, and keep that testbed (the verdicts on scenes are issue 27's bench).
 DIGITS = ("data=digits", "trainer.max_steps=300")
+# and VICReg's old 512-512-128 head: the 1024x3 expander costs more than these width-16 encoders (CI's slow
+# suite went from 9 to 12 minutes with it)
+OLD_HEAD = ("model.projector.hidden_dim=512", "model.projector.out_dim=128", "model.projector.depth=2")
 # The random arm pinned (its values still drawn from the seed): left to the draw it changed whenever an
 # intervention was added, and twice a new draw took a test from passing to failing.
 PLACEBO = "remediation.random_intervention=weight_reparametrization"
@@ -51,7 +54,7 @@ def _mlflow(tmp_path):
 
 
 def test_vicreg_collapse_is_repaired_by_restoring_the_variance_term(tmp_path):
-    r = _run(tmp_path, "conf=vicreg", *DIGITS, "fault=vicreg_invariance_only",
+    r = _run(tmp_path, "conf=vicreg", *DIGITS, *OLD_HEAD, "fault=vicreg_invariance_only",
              # 4 seeds: a random patch that scatters (a narrower backbone re-initialised at the fork, once
              # drawn) left the fix's +0.095 over it at [-0.061, +0.251] with 3
              "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation.seeds=4", SMALL_IMAGES,
@@ -157,7 +160,7 @@ def test_divergence_is_remediated_with_verdicts_for_a_lower_lr_clipping_and_warm
 
 
 def test_healthy_run_launches_no_child(tmp_path):
-    _run(tmp_path, "conf=vicreg", "data=digits", "trainer.max_steps=120", SMALL_IMAGES)
+    _run(tmp_path, "conf=vicreg", "data=digits", "trainer.max_steps=120", *OLD_HEAD, SMALL_IMAGES)
     done = json.loads((tmp_path / "run" / "done.json").read_text())
     assert done["symptoms"] == [] and done["remediated"] == {}
     assert not (tmp_path / "run" / "children").exists()
@@ -167,7 +170,7 @@ def test_killed_orchestrator_resumes_its_study(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    args = ("conf=vicreg", *DIGITS, "fault=vicreg_invariance_only", "remediation.candidates=[vicreg_variance_weight]",
+    args = ("conf=vicreg", *DIGITS, *OLD_HEAD, "fault=vicreg_invariance_only", "remediation.candidates=[vicreg_variance_weight]",
             "remediation.random_arm=false", "remediation.seeds=2",
             "launcher.max_parallel=1",  # 4 children: enough to kill mid-study
             "model.width=16", SMALL_IMAGES)  # the test is about resuming, not the verdict: a small model will do

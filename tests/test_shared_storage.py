@@ -14,7 +14,9 @@ from autofix.remediate.folder import study_name
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["conf=vicreg", "data=digits", "trainer.max_steps=300", "fault=vicreg_invariance_only", "remediation=ci", "remediation.candidates=[vicreg_variance_weight]",
+ARGS = ["conf=vicreg", "data=digits", "trainer.max_steps=300",
+        "model.projector.hidden_dim=512", "model.projector.out_dim=128", "model.projector.depth=2",
+        "fault=vicreg_invariance_only", "remediation=ci", "remediation.candidates=[vicreg_variance_weight]",
         "remediation.random_arm=false", "remediation.seeds=2", "model.width=16", "data.image_size=16",
         "trainer.progress=false", "trainer.batch_size=64", "data.n_train=768", "data.n_val=256", "launcher.max_parallel=2"]
 SYMPTOM = "complete_collapse"

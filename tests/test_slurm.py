@@ -59,6 +59,7 @@ def test_remediation_runs_its_children_as_slurm_jobs(tmp_path, cluster):
     import optuna
 
     cmd = [sys.executable, "-m", "autofix", "run", "conf=vicreg", "data=digits", "trainer.max_steps=300",
+           "model.projector.hidden_dim=512", "model.projector.out_dim=128", "model.projector.depth=2",
            "fault=vicreg_invariance_only",
            "remediation.candidates=[vicreg_variance_weight,reg_variance]", "remediation=ci", "remediation.random_arm=false", "remediation.seeds=2", "model.width=16",
            "launcher=slurm",
