@@ -127,7 +127,8 @@ def _child_spec(tmp_path, name, trial):
     folder = tmp_path / name
     return ChildSpec(trial, "control", 0, "complete_collapse", "vicreg",
                      # a narrow model: the test is about exact resumption, not about what the child learns
-                     ["trainer.max_steps=160", "data.n_train=512", "data.n_val=256", "trainer.batch_size=64",
+                     ["data=digits", "model.projector.hidden_dim=512", "model.projector.out_dim=128", "model.projector.depth=2",
+                      "trainer.max_steps=160", "data.n_train=512", "data.n_val=256", "trainer.batch_size=64",
                       "model.width=16",
                       "probe.linear=false", "probe.at_start=false", "remediation.enabled=false",
                       "trainer.progress=false", "monitor.every=20", "monitor.knn_every=40", "trainer.threads=1",
