@@ -28,7 +28,7 @@ import records as store
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data" / "detection.json.gz"
-METRIC_PREFIXES = ("health/", "grad/", "weights/", "act/", "bn/", "train/", "probe/", "knn/")
+CHECK_KEYS = ("health/", "grad/", "weights/", "act/", "bn/")   # a row with one of these is a monitor check
 
 
 def key(r: dict) -> tuple:
@@ -50,7 +50,7 @@ def _run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from autofix.config.compose import compose
     from autofix.config.convert import to_run_config
-    from autofix.monitor.calibration import detector_set_hash
+    from autofix.monitor.calibration import detector_set_hash, detectors_for, replay
     from autofix.monitor.health import build_monitor
     from autofix.run.trainer import Trainer
 
@@ -65,8 +65,11 @@ def _run_one(job: dict) -> dict:
         summary = trainer.fit()
         wall = time.perf_counter() - started
     events = [asdict(e) for e in hooks[0].events] if hooks else []
-    checks = [{k: v for k, v in r.items() if k == "step" or k.startswith(METRIC_PREFIXES)}
-              for r in trainer.history if any(k.startswith(METRIC_PREFIXES[:5]) for k in r)]
+    # every key of a check's row: the detectors read loss/, stages/, attn/, byol/, ... as well
+    checks = [dict(r) for r in trainer.history if any(k.startswith(CHECK_KEYS) for k in r)]
+    replayed = replay(checks, cfg.trainer.max_steps, detectors_for(cfg.monitor, cfg.method.name, cfg.model.backbone))
+    if [(e["detector"], e["step"]) for e in replayed] != [(e["detector"], e["step"]) for e in events]:
+        raise RuntimeError("the recorded checks do not reproduce the run's events: a record would mislead its replay")
     return {**job, "backbone": cfg.model.backbone, "expects": list(cfg.fault.expects), "steps": summary["steps"],
             "max_steps": cfg.trainer.max_steps, "knn": summary["knn"], "knn_init": summary["knn_init"],
             "events": events, "checks": checks, "detectors": detector_set_hash(cfg.monitor),
